@@ -1,0 +1,21 @@
+"""Typed errors shared by the pipeline, the tools and the node.
+
+Each cause of bad input has its own type so the node can count and throttle
+them per cause in diagnostics instead of logging one generic failure.
+"""
+
+
+class BevQuantError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(BevQuantError):
+    """A configuration file or parameter value is missing or out of range."""
+
+
+class InvalidMessageError(BevQuantError):
+    """A sensor message cannot be converted (bad encoding, size, fields)."""
+
+
+class ModelContractError(BevQuantError):
+    """A model file does not match the engine I/O contract (DESIGN.md §2)."""

@@ -1,0 +1,1 @@
+"""Subcommands of the `bev-quant` CLI that do not belong to one subsystem."""
