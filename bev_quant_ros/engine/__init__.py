@@ -1,0 +1,1 @@
+"""Inference engines behind one interface (ONNX Runtime on CPU, TensorRT on Jetson)."""

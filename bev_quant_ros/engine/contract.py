@@ -1,0 +1,33 @@
+"""The engine I/O contract (DESIGN.md §2): tensor names and their shapes.
+
+Every model, exporter, quantizer and runtime refers to tensors by these names;
+shapes are symbolic here and resolved from the model config.
+"""
+
+from __future__ import annotations
+
+NUM_CAMERAS = 6
+
+# name -> symbolic shape; symbols are resolved by a ModelConfig
+CONTRACT_INPUTS: dict[str, tuple[str | int, ...]] = {
+    "images": (NUM_CAMERAS, 3, "H", "W"),
+    "camera_valid": (NUM_CAMERAS,),
+    "cam_grid": (NUM_CAMERAS, "Z*Hb", "Wb", 2),
+    "lidar_bev": ("Cl", "Hb", "Wb"),
+    "prev_bev": ("C", "Hb", "Wb"),
+    "ego_motion": (2, 3),
+    "prev_valid": (1,),
+}
+CONTRACT_OUTPUTS: dict[str, tuple[str | int, ...]] = {
+    "heatmap": ("K", "Ho", "Wo"),
+    "box_reg": ("R", "Ho", "Wo"),
+    "bev_state": ("C", "Hb", "Wb"),
+}
+
+# box_reg channel layout, in order (R = 10)
+BOX_REG_CHANNELS: tuple[str, ...] = (
+    "offset_x", "offset_y", "z", "log_l", "log_w", "log_h", "sin_yaw", "cos_yaw", "vel_x", "vel_y",
+)
+
+STATE_INPUT = "prev_bev"
+STATE_OUTPUT = "bev_state"
