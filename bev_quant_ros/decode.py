@@ -44,21 +44,21 @@ _REG = {name: i for i, name in enumerate(BOX_REG_CHANNELS)}
 
 
 class BevGrid(Protocol):
-    """Anything that carries the metric extent of the BEV grid (DecodeConfig, a model config)."""
+    """Anything carrying the metric extent of the BEV grid (DecodeConfig, model_config.ModelConfig)."""
 
     @property
-    def x_range(self) -> tuple[float, float]: ...
+    def x_range_m(self) -> tuple[float, float]: ...
 
     @property
-    def y_range(self) -> tuple[float, float]: ...
+    def y_range_m(self) -> tuple[float, float]: ...
 
 
 @dataclass(frozen=True)
 class DecodeConfig:
     """How raw head outputs become detections. Validated on construction."""
 
-    x_range: tuple[float, float]  # ego x extent of the grid, metres (low, high)
-    y_range: tuple[float, float]  # ego y extent of the grid, metres (low, high)
+    x_range_m: tuple[float, float]  # ego x extent of the grid, metres (low, high)
+    y_range_m: tuple[float, float]  # ego y extent of the grid, metres (low, high)
     class_names: tuple[str, ...] = CLASS_NAMES  # heatmap channel k ↔ class_names[k]
     score_threshold: float = 0.1  # peaks below this heatmap value are not detections
     max_detections: int = 100  # per frame, highest scores first, after NMS
@@ -74,7 +74,7 @@ class DecodeConfig:
 
     def validate(self) -> None:
         """Raise ConfigError naming the first field that is out of range."""
-        for name in ("x_range", "y_range"):
+        for name in ("x_range_m", "y_range_m"):
             lo_hi = getattr(self, name)
             if (len(lo_hi) != 2 or not np.all(np.isfinite(lo_hi)) or not lo_hi[0] < lo_hi[1]):
                 raise ConfigError(f"DecodeConfig.{name} must be finite (low, high) with low < high,"
@@ -111,7 +111,7 @@ class DecodeConfig:
 
 def cell_centers(grid: BevGrid, num_rows: int, num_cols: int) -> tuple[np.ndarray, np.ndarray]:
     """Ego x of every row centre [num_rows] and ego y of every column centre [num_cols]."""
-    (x_min, x_max), (y_min, y_max) = grid.x_range, grid.y_range
+    (x_min, x_max), (y_min, y_max) = grid.x_range_m, grid.y_range_m
     x = x_min + (np.arange(num_rows) + 0.5) * ((x_max - x_min) / num_rows)
     y = y_min + (np.arange(num_cols) + 0.5) * ((y_max - y_min) / num_cols)
     return x, y
@@ -121,7 +121,7 @@ def offset_to_center(grid: BevGrid, num_rows: int, num_cols: int, rows: np.ndarr
                      cols: np.ndarray, offset_x: np.ndarray, offset_y: np.ndarray
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Ego (x, y) of box centres given their cell and offset from the cell centre (in cells)."""
-    (x_min, x_max), (y_min, y_max) = grid.x_range, grid.y_range
+    (x_min, x_max), (y_min, y_max) = grid.x_range_m, grid.y_range_m
     x = x_min + (rows + 0.5 + offset_x) * ((x_max - x_min) / num_rows)
     y = y_min + (cols + 0.5 + offset_y) * ((y_max - y_min) / num_cols)
     return x, y
@@ -140,7 +140,7 @@ class CellOffset(NamedTuple):
 def center_to_cell_offset(grid: BevGrid, num_rows: int, num_cols: int, x: np.ndarray,
                           y: np.ndarray) -> CellOffset:
     """Inverse of :func:`offset_to_center`: the cell holding each centre and its offset."""
-    (x_min, x_max), (y_min, y_max) = grid.x_range, grid.y_range
+    (x_min, x_max), (y_min, y_max) = grid.x_range_m, grid.y_range_m
     u = (np.asarray(x, dtype=np.float64) - x_min) / ((x_max - x_min) / num_rows)
     v = (np.asarray(y, dtype=np.float64) - y_min) / ((y_max - y_min) / num_cols)
     rows, cols = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)

@@ -15,7 +15,7 @@ from bev_quant_ros.errors import ConfigError, ModelContractError
 
 # 10 rows × 2 m along x, 40 columns × 1 m along y: unequal cells catch x/y mix-ups
 HO, WO = 10, 40
-CONFIG = DecodeConfig(x_range=(-10.0, 10.0), y_range=(-20.0, 20.0))
+CONFIG = DecodeConfig(x_range_m=(-10.0, 10.0), y_range_m=(-20.0, 20.0))
 CH = {name: i for i, name in enumerate(BOX_REG_CHANNELS)}
 
 
@@ -91,7 +91,7 @@ def test_score_threshold_is_inclusive_and_honoured():
     heatmap, box_reg = empty_outputs()
     put(heatmap, box_reg, "car", 2, 2, 0.1)
     put(heatmap, box_reg, "car", 6, 30, 0.0999)
-    config = DecodeConfig(x_range=CONFIG.x_range, y_range=CONFIG.y_range, score_threshold=0.1)
+    config = DecodeConfig(x_range_m=CONFIG.x_range_m, y_range_m=CONFIG.y_range_m, score_threshold=0.1)
     boxes = decode(heatmap.astype(np.float64), box_reg, config)
     assert len(boxes) == 1
     np.testing.assert_allclose(boxes.scores, [0.1])
@@ -102,7 +102,7 @@ def test_max_detections_keeps_the_highest_scores_in_order():
     scores = [0.3, 0.9, 0.5, 0.7, 0.2]
     for i, score in enumerate(scores):
         put(heatmap, box_reg, "car", 1 + 2 * i, 4 + 6 * i, score)
-    config = DecodeConfig(x_range=CONFIG.x_range, y_range=CONFIG.y_range, max_detections=3)
+    config = DecodeConfig(x_range_m=CONFIG.x_range_m, y_range_m=CONFIG.y_range_m, max_detections=3)
     boxes = decode(heatmap, box_reg, config)
     np.testing.assert_allclose(boxes.scores, [0.9, 0.7, 0.5], rtol=1e-6)
     assert len(decode(heatmap, box_reg, CONFIG)) == 5
@@ -113,7 +113,7 @@ def test_only_local_maxima_become_candidates():
     car = CLASS_NAMES.index("car")
     heatmap[car, 5, 10:20] = np.linspace(0.2, 0.6, 10)  # a ramp: one maximum at its end
     heatmap[car, 5, 25:28] = 0.5  # plateau: NMS keeps every other cell
-    config = DecodeConfig(x_range=CONFIG.x_range, y_range=CONFIG.y_range,
+    config = DecodeConfig(x_range_m=CONFIG.x_range_m, y_range_m=CONFIG.y_range_m,
                           nms_center_distance_m=1.5)
     boxes = decode(heatmap, box_reg, config)
     np.testing.assert_allclose(boxes.centers[:, 1], [19.5 - 20.0, 25.5 - 20.0, 27.5 - 20.0])
@@ -125,7 +125,7 @@ def test_nan_heatmap_is_no_detection_and_nan_box_is_dropped_without_suppressing(
     put(heatmap, box_reg, "car", 5, 10, 0.9)
     box_reg[CH["z"], 5, 10] = np.nan
     put(heatmap, box_reg, "car", 5, 11, 0.8, offset=(0.0, -0.8))  # 0.2 m from the NaN box
-    boxes = decode(heatmap, box_reg, DecodeConfig(x_range=CONFIG.x_range, y_range=CONFIG.y_range,
+    boxes = decode(heatmap, box_reg, DecodeConfig(x_range_m=CONFIG.x_range_m, y_range_m=CONFIG.y_range_m,
                                                   peak_kernel=1))
     np.testing.assert_allclose(boxes.scores, [0.8], rtol=1e-6)
 
@@ -142,13 +142,13 @@ def test_wrong_shapes_raise_model_contract_error(heatmap_shape, reg_shape):
 
 
 @pytest.mark.parametrize("field, value", [
-    ("x_range", (5.0, -5.0)), ("y_range", (0.0, float("nan"))), ("class_names", ()),
+    ("x_range_m", (5.0, -5.0)), ("y_range_m", (0.0, float("nan"))), ("class_names", ()),
     ("class_names", ("car", "car")), ("score_threshold", 0.0), ("max_detections", 0),
     ("max_candidates", 2.5), ("peak_kernel", 4), ("nms_center_distance_m", -1.0),
     ("nms_center_distance_m", {"car": 1.0}),
 ])
 def test_bad_config_field_is_named(field, value):
-    kwargs = {"x_range": (-10.0, 10.0), "y_range": (-20.0, 20.0), field: value}
+    kwargs = {"x_range_m": (-10.0, 10.0), "y_range_m": (-20.0, 20.0), field: value}
     with pytest.raises(ConfigError, match=field):
         DecodeConfig(**kwargs)
 
