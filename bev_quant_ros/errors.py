@@ -19,3 +19,11 @@ class InvalidMessageError(BevQuantError):
 
 class ModelContractError(BevQuantError):
     """A model file does not match the engine I/O contract (DESIGN.md §2)."""
+
+
+class EngineInputError(BevQuantError):
+    """A frame handed to an inference engine lacks a tensor or has the wrong shape/dtype."""
+
+
+class EvaluationInputError(BevQuantError):
+    """Predictions and ground truth cannot be evaluated together (frames, scores, sizes)."""

@@ -1,0 +1,1 @@
+"""Detection metrics and offline evaluation of the BEV pipeline."""
