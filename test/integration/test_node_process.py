@@ -1,0 +1,58 @@
+"""The node as its own process, through its installed executable, over real DDS."""
+
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import rclpy
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+
+from integration.ros_helpers import installed_executable, spin_until, start_process, stop_process
+
+NODE = "bev_perception_node"
+
+
+@pytest.fixture()
+def ros_context():
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()
+
+
+def test_node_publishes_diagnostics_with_its_status(ros_context):
+    process = start_process([installed_executable(NODE), "--ros-args",
+                             "-p", "precision:=fp32", "-p", "diagnostics_period_s:=0.5"])
+    listener = rclpy.create_node("diagnostics_listener")
+    received: list[DiagnosticStatus] = []
+
+    def on_diagnostics(msg: DiagnosticArray) -> None:
+        received.extend(s for s in msg.status if s.name.startswith(NODE))
+
+    listener.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
+    try:
+        got = spin_until(listener, lambda: len(received) >= 2, timeout_s=30.0)
+        assert got, f"no diagnostics from {NODE}; stderr: {process.stderr and process.poll()}"
+    finally:
+        code, _, err = stop_process(process)
+        listener.destroy_node()
+    status = received[-1]
+    values = {kv.key: kv.value for kv in status.values}
+    assert status.name == f"{NODE}: pipeline"
+    assert status.level == DiagnosticStatus.OK
+    assert values["precision"] == "fp32"  # the override reached the node
+    assert values["backend"] == "auto"
+    assert float(values["uptime_s"]) >= 0.0
+    assert code == 0, f"node did not shut down cleanly on SIGINT: {err}"
+
+
+@pytest.mark.parametrize("override, name", [
+    ("sync_slop_s:=5.0", "sync_slop_s"),          # outside the descriptor range
+    ("backend:=cuda", "backend"),                  # not one of the choices
+    ("score_threshold:=high", "score_threshold"),  # wrong type
+])
+def test_bad_parameter_exits_non_zero_naming_it(override, name):
+    result = subprocess.run([installed_executable(NODE), "--ros-args", "-p", override],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    assert f"parameter '{name}'" in result.stderr
