@@ -1,0 +1,1 @@
+"""PyTorch reference network, training and ONNX export (optional extra: torch)."""

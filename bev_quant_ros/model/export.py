@@ -1,0 +1,73 @@
+"""ONNX export of the reference network with the exact engine I/O contract.
+
+The exported graph is batch-free with static shapes (``ContractWrapper``), opset 17
+(GridSample needs >= 16), constant-folded, and checked against PyTorch on real inputs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import torch
+
+from bev_quant_ros.engine.contract import CONTRACT_INPUTS, CONTRACT_OUTPUTS
+from bev_quant_ros.errors import ModelContractError
+from bev_quant_ros.model.network import BEVDetector, ContractWrapper
+from bev_quant_ros.model_config import ModelConfig
+
+OPSET = 17
+MAX_ABS_DIFF = 1e-4
+
+
+def example_inputs(cfg: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random but well-formed contract inputs (all cameras valid, prev state valid)."""
+    rng = np.random.default_rng(seed)
+    shapes = cfg.input_shapes()
+    return {
+        "images": rng.uniform(0, 255, shapes["images"]).astype(np.float32),
+        "camera_valid": np.ones(shapes["camera_valid"], np.float32),
+        "cam_grid": rng.uniform(-1.2, 1.2, shapes["cam_grid"]).astype(np.float32),
+        "lidar_bev": rng.uniform(0, 1, shapes["lidar_bev"]).astype(np.float32),
+        "prev_bev": rng.normal(0, 1, shapes["prev_bev"]).astype(np.float32),
+        "ego_motion": np.array([[1, 0, 0.02], [0, 1, 0.0]], np.float32),
+        "prev_valid": np.ones(shapes["prev_valid"], np.float32),
+    }
+
+
+def export_onnx(detector: BEVDetector, out_path: str | Path, inputs: dict[str, np.ndarray] | None = None) -> Path:
+    """Write the ONNX model and the model config YAML next to it; returns the ONNX path."""
+    cfg = detector.cfg
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    inputs = inputs if inputs is not None else example_inputs(cfg)
+    wrapper = ContractWrapper(detector).eval()
+    args = tuple(torch.from_numpy(inputs[name]) for name in CONTRACT_INPUTS)
+    with torch.no_grad():
+        torch.onnx.export(wrapper, args, str(out_path), input_names=list(CONTRACT_INPUTS),
+                          output_names=list(CONTRACT_OUTPUTS), opset_version=OPSET,
+                          do_constant_folding=True, dynamo=False)
+    cfg.save(out_path.with_suffix(".yaml"))
+    return out_path
+
+
+def compare_with_torch(detector: BEVDetector, onnx_path: str | Path,
+                       inputs: dict[str, np.ndarray]) -> dict[str, float]:
+    """Max abs difference ONNX Runtime vs PyTorch per contract output."""
+    wrapper = ContractWrapper(detector).eval()
+    with torch.no_grad():
+        expected = wrapper(*(torch.from_numpy(inputs[name]) for name in CONTRACT_INPUTS))
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    got = session.run(list(CONTRACT_OUTPUTS), inputs)
+    return {name: float(np.max(np.abs(g - e.numpy()))) for name, g, e in zip(CONTRACT_OUTPUTS, got, expected)}
+
+
+def check_contract(onnx_path: str | Path, cfg: ModelConfig) -> None:
+    """Raise ModelContractError unless the ONNX I/O names and shapes equal the resolved contract."""
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    for kind, args, expected in (("input", session.get_inputs(), cfg.input_shapes()),
+                                 ("output", session.get_outputs(), cfg.output_shapes())):
+        got = {a.name: tuple(a.shape) for a in args}
+        if got != expected:
+            raise ModelContractError(f"{onnx_path}: {kind}s {got} differ from the contract {expected}")
