@@ -74,16 +74,21 @@ def onnx_precision(model: onnx.ModelProto) -> str:
     return "int8" if any(node.op_type in INT8_OPS for node in model.graph.node) else "fp32"
 
 
-def _bind(symbol: str, size: int, dims: dict[str, int], where: str) -> None:
-    """Resolve one symbolic dimension ("Hb" or a product "Z*Hb") against a concrete size."""
+def _bind(symbol: str, size: int, where: str, dims: dict[str, int], origin: dict[str, str]) -> None:
+    """Resolve one symbolic dimension ("Hb" or a product "Z*Hb") against a concrete size.
+
+    `origin` remembers which tensor fixed each symbol, so a conflict names both tensors.
+    """
     factors = symbol.split("*")
     unknown = [f for f in factors if f not in dims]
     known = int(np.prod([dims[f] for f in factors if f in dims], dtype=np.int64))
     if len(unknown) == 1 and size % known == 0:
         dims[unknown[0]] = size // known
+        origin[unknown[0]] = where
         return
     if unknown or known != size:
-        raise ModelContractError(f"{where}: dimension '{symbol}' is {size}, inconsistent with {dims}")
+        fixed = "; ".join(f"{f}={dims[f]} from {origin[f]}" for f in factors if f in dims)
+        raise ModelContractError(f"{where}: dimension '{symbol}' is {size}, inconsistent with {fixed}")
 
 
 def check_contract(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
@@ -95,6 +100,7 @@ def check_contract(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
     """
     by_name = {"input": {s.name: s for s in inputs}, "output": {s.name: s for s in outputs}}
     dims: dict[str, int] = dict(expected_dims or {})
+    origin = {symbol: "the model config" for symbol in dims}
     contract = [("input", CONTRACT_INPUTS), ("output", CONTRACT_OUTPUTS)]
     pending: list[tuple[str, str, int]] = []
     for kind, table in contract:
@@ -114,9 +120,9 @@ def check_contract(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
                 elif "*" in symbol:
                     pending.append((symbol, size, where))
                 else:
-                    _bind(symbol, size, dims, where)
+                    _bind(symbol, size, where, dims, origin)
     for symbol, size, where in pending:
-        _bind(symbol, size, dims, where)
+        _bind(symbol, size, where, dims, origin)
     state_in, state_out = by_name["input"][STATE_INPUT], by_name["output"][STATE_OUTPUT]
     if state_in.dtype != state_out.dtype:
         raise ModelContractError(

@@ -76,10 +76,9 @@ class OnnxRuntimeEngine(Engine):
         if dropped:
             LOG.warning("execution providers %s not available in this onnxruntime build; using %s",
                         dropped, providers)
+        options = session_options(intra_op_num_threads, inter_op_num_threads, graph_optimization_level)
         try:
-            self._session = ort.InferenceSession(
-                str(self._path), session_options(intra_op_num_threads, inter_op_num_threads,
-                                                 graph_optimization_level), providers=providers)
+            self._session = ort.InferenceSession(str(self._path), options, providers=providers)
         except Exception as exc:  # onnxruntime raises Fail/InvalidGraph/NotImplemented/...
             raise ModelContractError(f"onnxruntime cannot load {self._path}: {exc}") from exc
         self._inputs = {s.name: s for s in inputs}

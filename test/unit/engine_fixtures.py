@@ -16,6 +16,7 @@ from typing import Iterator
 
 import numpy as np
 import onnx
+import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from bev_quant_ros.engine.contract import BOX_REG_CHANNELS, NUM_CAMERAS
@@ -201,3 +202,9 @@ def write_tiny_models(directory: Path, dims: TinyDims = TinyDims()) -> tuple[Pat
         extra_options={"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
     )
     return fp32, int8
+
+
+@pytest.fixture(scope="session")
+def tiny_models(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """(fp32, int8) tiny contract models, written once per test session."""
+    return write_tiny_models(tmp_path_factory.mktemp("tiny_engine"))

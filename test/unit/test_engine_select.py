@@ -1,0 +1,46 @@
+"""Backend selection: `auto` falls back to ONNX Runtime here, with the reason."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from bev_quant_ros.engine.base import create_engine, select_backend, tensorrt_available
+from bev_quant_ros.engine.onnxruntime_backend import OnnxRuntimeEngine
+from bev_quant_ros.errors import ConfigError
+
+from .engine_fixtures import tiny_models  # noqa: F401
+
+
+def test_auto_picks_onnxruntime_with_reason_where_tensorrt_cannot_run(tiny_models, caplog):
+    ok, reason = tensorrt_available()
+    if ok:
+        pytest.skip(f"TensorRT runs on this machine ({reason}); the fallback is not observable")
+    backend, why = select_backend("auto")
+    assert backend == "onnxruntime"
+    assert reason in why and "TensorRT unavailable" in why
+    with caplog.at_level(logging.INFO, logger="bev_quant_ros.engine.base"):
+        engine = create_engine(tiny_models[0])
+    assert isinstance(engine, OnnxRuntimeEngine)
+    assert engine.describe().details["selection_reason"] == why
+    assert "engine backend: onnxruntime" in caplog.text
+
+
+def test_explicit_backend_is_kept():
+    assert select_backend("tensorrt") == ("tensorrt", "backend 'tensorrt' requested")
+    assert select_backend("onnxruntime")[0] == "onnxruntime"
+
+
+def test_unknown_backend_is_a_config_error():
+    with pytest.raises(ConfigError, match="openvino"):
+        select_backend("openvino")
+
+
+def test_option_for_another_backend(tiny_models):
+    with pytest.raises(ConfigError, match="workspace_mib"):
+        create_engine(tiny_models[0], backend="onnxruntime", workspace_mib=512)
+    if tensorrt_available()[0]:
+        pytest.skip("auto resolves to tensorrt here")
+    engine = create_engine(tiny_models[0], backend="auto", workspace_mib=512, intra_op_num_threads=1)
+    assert engine.describe().details["intra_op_num_threads"] == "1"
