@@ -44,7 +44,7 @@ _REG = {name: i for i, name in enumerate(BOX_REG_CHANNELS)}
 
 
 class BevGrid(Protocol):
-    """Anything carrying the metric extent of the BEV grid (DecodeConfig, model_config.ModelConfig)."""
+    """Anything carrying the BEV grid extent (DecodeConfig, model_config.ModelConfig)."""
 
     @property
     def x_range_m(self) -> tuple[float, float]: ...

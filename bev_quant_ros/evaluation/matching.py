@@ -23,7 +23,7 @@ _HALF_TURN_ORIENTATION = frozenset({"barrier"})
 
 @dataclass(frozen=True)
 class ClassBoxes:
-    """Boxes of one class from every frame, concatenated in frame order."""
+    """Boxes from every frame (of one class, for matching), concatenated in frame order."""
 
     frame: np.ndarray  # [N] int64 frame index, non-decreasing
     centers: np.ndarray  # [N, 3]
@@ -31,6 +31,11 @@ class ClassBoxes:
     yaws: np.ndarray  # [N]
     velocities: np.ndarray  # [N, 2]
     scores: np.ndarray | None  # [N] for predictions, None for ground truth
+
+    def take(self, mask: np.ndarray) -> "ClassBoxes":
+        """The boxes selected by a boolean mask, order kept."""
+        return ClassBoxes(self.frame[mask], self.centers[mask], self.sizes[mask], self.yaws[mask],
+                          self.velocities[mask], None if self.scores is None else self.scores[mask])
 
 
 @dataclass(frozen=True)

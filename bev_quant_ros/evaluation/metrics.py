@@ -144,15 +144,25 @@ def evaluate_detections(predictions: Sequence[Boxes3D], ground_truth: Sequence[B
     """
     config = config or EvalConfig()
     class_names = tuple(class_names)
-    frames = _prepare_frames(predictions, ground_truth, class_names, config, gt_num_lidar_points)
+    _check_inputs(predictions, ground_truth, class_names, config, gt_num_lidar_points)
+    gt, gt_class = _flatten(ground_truth, class_names, with_scores=False)
+    pred, pred_class = _flatten(predictions, class_names, with_scores=True)
+    gt_keep, pred_keep = gt_class >= 0, pred_class >= 0
+    if gt_num_lidar_points is not None:
+        gt_keep &= np.concatenate([np.asarray(p).reshape(-1) for p in gt_num_lidar_points]) != 0
+    if config.class_range_m is not None:
+        max_dist = np.array([config.class_range_m[c] for c in class_names] + [np.inf])
+        gt_keep &= np.linalg.norm(gt.centers[:, :2], axis=1) < max_dist[gt_class]
+        pred_keep &= np.linalg.norm(pred.centers[:, :2], axis=1) < max_dist[pred_class]
+
     label_aps: dict[str, dict[float, float]] = {}
     label_tp_errors: dict[str, dict[str, float]] = {}
     num_gt, num_predictions = {}, {}
-    for c in class_names:
-        gt = _class_boxes([g for g, _ in frames], c, with_scores=False)
-        pred = _class_boxes([p for _, p in frames], c, with_scores=True)
-        num_gt[c], num_predictions[c] = len(gt.frame), len(pred.frame)
-        curves = {th: accumulate(gt, pred, c, len(frames), th) for th in config.dist_ths_m}
+    for k, c in enumerate(class_names):
+        gt_c, pred_c = gt.take(gt_keep & (gt_class == k)), pred.take(pred_keep & (pred_class == k))
+        num_gt[c], num_predictions[c] = len(gt_c.frame), len(pred_c.frame)
+        curves = {th: accumulate(gt_c, pred_c, c, len(ground_truth), th)
+                  for th in config.dist_ths_m}
         label_aps[c] = {th: calc_ap(curves[th], config.min_recall, config.min_precision)
                         for th in config.dist_ths_m}
         tp_curves = curves[config.dist_th_tp_m]
@@ -161,14 +171,13 @@ def evaluate_detections(predictions: Sequence[Boxes3D], ground_truth: Sequence[B
                    else calc_tp(tp_curves, config.min_recall, name))
             for name in TP_ERROR_NAMES}
     return DetectionMetrics(class_names, config, label_aps, label_tp_errors, num_gt,
-                            num_predictions, len(frames))
+                            num_predictions, len(ground_truth))
 
 
-def _prepare_frames(predictions: Sequence[Boxes3D], ground_truth: Sequence[Boxes3D],
-                    class_names: tuple[str, ...], config: EvalConfig,
-                    gt_num_lidar_points: Sequence[np.ndarray] | None
-                    ) -> list[tuple[Boxes3D, Boxes3D]]:
-    """Validated (gt, pred) pairs restricted to evaluated classes, points and range filters."""
+def _check_inputs(predictions: Sequence[Boxes3D], ground_truth: Sequence[Boxes3D],
+                  class_names: tuple[str, ...], config: EvalConfig,
+                  gt_num_lidar_points: Sequence[np.ndarray] | None) -> None:
+    """Raise a typed error naming the first frame or setting that cannot be evaluated."""
     if not ground_truth:
         raise EvaluationInputError("no frames to evaluate")
     if len(predictions) != len(ground_truth):
@@ -183,40 +192,31 @@ def _prepare_frames(predictions: Sequence[Boxes3D], ground_truth: Sequence[Boxes
         missing = [c for c in class_names if c not in config.class_range_m]
         if missing:
             raise ConfigError(f"EvalConfig.class_range_m has no range for classes {missing}")
-    frames = []
     for i, (pred, gt) in enumerate(zip(predictions, ground_truth)):
         if len(pred) and (pred.scores is None or not np.all(np.isfinite(pred.scores))):
             raise EvaluationInputError(f"frame {i}: predictions need finite scores")
-        if gt_num_lidar_points is not None:
-            points = np.asarray(gt_num_lidar_points[i])
-            if points.shape != (len(gt),):
-                raise EvaluationInputError(f"frame {i}: gt_num_lidar_points has shape "
-                                           f"{points.shape}, expected ({len(gt)},)")
-            gt = gt.select(points != 0)
-        gt, pred = (b.select(np.isin(np.array(b.class_names, dtype=object), class_names))
-                    for b in (gt, pred))
-        if config.class_range_m is not None:
-            gt, pred = filter_by_range(gt, config.class_range_m), filter_by_range(
-                pred, config.class_range_m)
+        if gt_num_lidar_points is not None and np.shape(gt_num_lidar_points[i]) != (len(gt),):
+            raise EvaluationInputError(f"frame {i}: gt_num_lidar_points has shape "
+                                       f"{np.shape(gt_num_lidar_points[i])}, expected ({len(gt)},)")
         for kind, boxes in (("ground truth", gt), ("prediction", pred)):
             if not np.all(boxes.sizes > 0):
                 raise EvaluationInputError(f"frame {i}: {kind} box sizes must be > 0")
-        frames.append((gt, pred))
-    return frames
 
 
-def _class_boxes(frames: Sequence[Boxes3D], class_name: str, with_scores: bool) -> ClassBoxes:
-    """One class's boxes from all frames, concatenated with their frame index."""
-    parts = [b.select(np.array([c == class_name for c in b.class_names], dtype=bool))
-             for b in frames]
+def _flatten(frames: Sequence[Boxes3D], class_names: tuple[str, ...], with_scores: bool
+             ) -> tuple[ClassBoxes, np.ndarray]:
+    """All frames' boxes concatenated in frame order, and each box's class index (-1: other)."""
+    lookup = {c: k for k, c in enumerate(class_names)}
+    class_index = np.array([lookup.get(c, -1) for b in frames for c in b.class_names], np.int64)
+    frame = np.repeat(np.arange(len(frames), dtype=np.int64), [len(b) for b in frames])
 
     def cat(attr: str, width: tuple[int, ...]) -> np.ndarray:
-        arrays = [getattr(b, attr) for b in parts if len(b)]
+        arrays = [getattr(b, attr) for b in frames if len(b)]
         return np.concatenate(arrays) if arrays else np.zeros((0, *width))
 
-    frame = np.repeat(np.arange(len(parts), dtype=np.int64), [len(b) for b in parts])
-    return ClassBoxes(frame, cat("centers", (3,)), cat("sizes", (3,)), cat("yaws", ()),
-                      cat("velocities", (2,)), cat("scores", ()) if with_scores else None)
+    boxes = ClassBoxes(frame, cat("centers", (3,)), cat("sizes", (3,)), cat("yaws", ()),
+                       cat("velocities", (2,)), cat("scores", ()) if with_scores else None)
+    return boxes, class_index
 
 
 def _nanmean(values: Sequence[float]) -> float:

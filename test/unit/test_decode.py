@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
 import pytest
 
-from bev_quant_ros.boxes import CLASS_NAMES
+from bev_quant_ros.boxes import CLASS_NAMES, Boxes3D
 from bev_quant_ros.decode import (DecodeConfig, cell_centers, center_to_cell_offset, decode,
                                   offset_to_center)
 from bev_quant_ros.engine.contract import BOX_REG_CHANNELS
 from bev_quant_ros.errors import ConfigError, ModelContractError
+from bev_quant_ros.evaluation.metrics import EvalConfig, evaluate_detections
 
 # 10 rows × 2 m along x, 40 columns × 1 m along y: unequal cells catch x/y mix-ups
 HO, WO = 10, 40
 CONFIG = DecodeConfig(x_range_m=(-10.0, 10.0), y_range_m=(-20.0, 20.0))
+
+
+def config_with(**changes) -> DecodeConfig:
+    return dataclasses.replace(CONFIG, **changes)
 CH = {name: i for i, name in enumerate(BOX_REG_CHANNELS)}
 
 
@@ -91,7 +97,7 @@ def test_score_threshold_is_inclusive_and_honoured():
     heatmap, box_reg = empty_outputs()
     put(heatmap, box_reg, "car", 2, 2, 0.1)
     put(heatmap, box_reg, "car", 6, 30, 0.0999)
-    config = DecodeConfig(x_range_m=CONFIG.x_range_m, y_range_m=CONFIG.y_range_m, score_threshold=0.1)
+    config = config_with(score_threshold=0.1)
     boxes = decode(heatmap.astype(np.float64), box_reg, config)
     assert len(boxes) == 1
     np.testing.assert_allclose(boxes.scores, [0.1])
@@ -102,7 +108,7 @@ def test_max_detections_keeps_the_highest_scores_in_order():
     scores = [0.3, 0.9, 0.5, 0.7, 0.2]
     for i, score in enumerate(scores):
         put(heatmap, box_reg, "car", 1 + 2 * i, 4 + 6 * i, score)
-    config = DecodeConfig(x_range_m=CONFIG.x_range_m, y_range_m=CONFIG.y_range_m, max_detections=3)
+    config = config_with(max_detections=3)
     boxes = decode(heatmap, box_reg, config)
     np.testing.assert_allclose(boxes.scores, [0.9, 0.7, 0.5], rtol=1e-6)
     assert len(decode(heatmap, box_reg, CONFIG)) == 5
@@ -113,8 +119,7 @@ def test_only_local_maxima_become_candidates():
     car = CLASS_NAMES.index("car")
     heatmap[car, 5, 10:20] = np.linspace(0.2, 0.6, 10)  # a ramp: one maximum at its end
     heatmap[car, 5, 25:28] = 0.5  # plateau: NMS keeps every other cell
-    config = DecodeConfig(x_range_m=CONFIG.x_range_m, y_range_m=CONFIG.y_range_m,
-                          nms_center_distance_m=1.5)
+    config = config_with(nms_center_distance_m=1.5)
     boxes = decode(heatmap, box_reg, config)
     np.testing.assert_allclose(boxes.centers[:, 1], [19.5 - 20.0, 25.5 - 20.0, 27.5 - 20.0])
 
@@ -125,8 +130,7 @@ def test_nan_heatmap_is_no_detection_and_nan_box_is_dropped_without_suppressing(
     put(heatmap, box_reg, "car", 5, 10, 0.9)
     box_reg[CH["z"], 5, 10] = np.nan
     put(heatmap, box_reg, "car", 5, 11, 0.8, offset=(0.0, -0.8))  # 0.2 m from the NaN box
-    boxes = decode(heatmap, box_reg, DecodeConfig(x_range_m=CONFIG.x_range_m, y_range_m=CONFIG.y_range_m,
-                                                  peak_kernel=1))
+    boxes = decode(heatmap, box_reg, config_with(peak_kernel=1))
     np.testing.assert_allclose(boxes.scores, [0.8], rtol=1e-6)
 
 
@@ -167,3 +171,39 @@ def test_cell_helpers_are_exact_inverses():
                                       cell.offset_x, cell.offset_y)
     np.testing.assert_allclose(back_x, x, atol=1e-12)
     np.testing.assert_allclose(back_y, y, atol=1e-12)
+
+
+def test_boxes_encoded_with_the_helpers_decode_back_and_score_perfectly():
+    rng = np.random.default_rng(7)
+    config = DecodeConfig(x_range_m=(-51.2, 51.2), y_range_m=(-51.2, 51.2))
+    num_cells = 64
+    # one object per 4×4-cell block, so peaks and NMS radii never interact
+    rows = rng.permutation(16)[:12] * 4 + 1
+    cols = rng.permutation(16)[:12] * 4 + 2
+    names = [CLASS_NAMES[i % len(CLASS_NAMES)] for i in range(12)]
+    x, y = offset_to_center(config, num_cells, num_cells, rows, cols,
+                            *rng.uniform(-0.5, 0.5, (2, 12)))
+    gt = Boxes3D(np.c_[x, y, rng.uniform(0, 2, 12)], rng.uniform(0.3, 9, (12, 3)),
+                 rng.uniform(-np.pi, np.pi, 12), rng.normal(0, 4, (12, 2)), names)
+
+    cell = center_to_cell_offset(config, num_cells, num_cells, gt.centers[:, 0], gt.centers[:, 1])
+    assert cell.inside.all()
+    heatmap = np.zeros((len(CLASS_NAMES), num_cells, num_cells), np.float32)
+    box_reg = np.zeros((len(BOX_REG_CHANNELS), num_cells, num_cells), np.float64)
+    heatmap[[CLASS_NAMES.index(n) for n in names], cell.rows, cell.cols] = 0.5
+    targets = np.stack([cell.offset_x, cell.offset_y, gt.centers[:, 2], *np.log(gt.sizes.T),
+                        np.sin(gt.yaws), np.cos(gt.yaws), *gt.velocities.T])
+    box_reg[:, cell.rows, cell.cols] = targets
+    detections = decode(heatmap, box_reg, config)
+
+    order = np.lexsort((detections.centers[:, 1], detections.centers[:, 0]))
+    expected = np.lexsort((gt.centers[:, 1], gt.centers[:, 0]))
+    np.testing.assert_allclose(detections.centers[order], gt.centers[expected], atol=1e-9)
+    np.testing.assert_allclose(detections.sizes[order], gt.sizes[expected], rtol=1e-9)
+    np.testing.assert_allclose(detections.yaws[order], gt.yaws[expected], atol=1e-9)
+    np.testing.assert_allclose(detections.velocities[order], gt.velocities[expected], atol=1e-9)
+    # the grid reaches past the nuScenes class ranges: evaluate everything on it
+    metrics = evaluate_detections([detections], [gt], config=EvalConfig(class_range_m=None))
+    metrics = metrics.to_json()
+    assert metrics["mAP"] == pytest.approx(1.0, abs=1e-9)
+    assert metrics["mATE"] == pytest.approx(0.0, abs=1e-9)

@@ -122,9 +122,8 @@ def test_filter_by_range_is_strict_and_needs_every_class():
     edge = boxes([("car", 30.0, 40.0, 0, 0, 0), ("car", 29.9, 40.0, 0, 0, 0)])  # 50 m, 49.9 m
     assert len(filter_by_range(edge, DEFAULT_CLASS_RANGE_M)) == 1
     with pytest.raises(ConfigError, match="bus"):
-        filter_by_range(boxes([("car", 0, 0, 0, 0, 0)]).__class__(
-            np.zeros((1, 3)), np.ones((1, 3)), np.zeros(1), np.zeros((1, 2)), ["bus"]),
-            DEFAULT_CLASS_RANGE_M)
+        filter_by_range(Boxes3D(np.zeros((1, 3)), np.ones((1, 3)), np.zeros(1), np.zeros((1, 2)),
+                                ["bus"]), DEFAULT_CLASS_RANGE_M)
 
 
 def test_bad_inputs_raise_typed_errors():
