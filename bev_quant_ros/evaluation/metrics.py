@@ -33,16 +33,6 @@ TP_METRIC_LABELS: Mapping[str, str] = {
 UNDEFINED_TP_ERRORS: Mapping[str, frozenset[str]] = {
     "traffic_cone": frozenset({"orient_err", "vel_err"}), "barrier": frozenset({"vel_err"})}
 
-NDS_NOTE = ("NDS = (5*mAP + sum over ATE, ASE, AOE, AVE of max(0, 1 - mTP)) / 9. Attributes are "
-            "not predicted, so AAE is omitted and NDS is normalised by 9 instead of the "
-            "leaderboard's 10: not directly comparable to published nuScenes NDS.")
-EVAL_NOTES = ("AP: 2D centre distance thresholds {ths} m, 101-point interpolation, min recall "
-              "and precision 0.1; TP errors at {tp} m. Boxes at or beyond the class range {rng} "
-              "(ego xy distance) and GT boxes with 0 lidar points are removed. Classes without GT"
-              " score AP 0 and TP errors 1 (devkit). NaN (JSON null): error undefined for the "
-              "class (traffic_cone AOE/AVE).")
-
-
 @dataclass(frozen=True)
 class EvalConfig:
     """Evaluation parameters; defaults are nuScenes ``detection_cvpr_2019``."""
@@ -116,10 +106,7 @@ class DetectionMetrics:
         summary = {"mAP": _json_float(self.mean_ap), "NDS": _json_float(self.nd_score)}
         summary.update({f"m{TP_METRIC_LABELS[name]}": _json_float(tp[name])
                         for name in TP_ERROR_NAMES})
-        cfg = self.config
-        summary.update(per_class=per_class, frames=self.frames, nds_note=NDS_NOTE,
-                       notes=EVAL_NOTES.format(ths=list(cfg.dist_ths_m), tp=cfg.dist_th_tp_m,
-                                               rng=dict(cfg.class_range_m or {})))
+        summary.update(per_class=per_class, frames=self.frames, **_notes(self.config))
         return summary
 
 
@@ -129,7 +116,7 @@ def filter_by_range(boxes: Boxes3D, class_range_m: Mapping[str, float]) -> Boxes
     if missing:
         raise ConfigError(f"class_range_m has no range for classes {missing}")
     max_dist = np.array([class_range_m[c] for c in boxes.class_names], dtype=float)
-    return boxes.select(np.linalg.norm(boxes.centers[:, :2], axis=1) < max_dist)
+    return boxes.select(_in_range(boxes.centers, max_dist))
 
 
 def evaluate_detections(predictions: Sequence[Boxes3D], ground_truth: Sequence[Boxes3D],
@@ -152,8 +139,8 @@ def evaluate_detections(predictions: Sequence[Boxes3D], ground_truth: Sequence[B
         gt_keep &= np.concatenate([np.asarray(p).reshape(-1) for p in gt_num_lidar_points]) != 0
     if config.class_range_m is not None:
         max_dist = np.array([config.class_range_m[c] for c in class_names] + [np.inf])
-        gt_keep &= np.linalg.norm(gt.centers[:, :2], axis=1) < max_dist[gt_class]
-        pred_keep &= np.linalg.norm(pred.centers[:, :2], axis=1) < max_dist[pred_class]
+        gt_keep &= _in_range(gt.centers, max_dist[gt_class])
+        pred_keep &= _in_range(pred.centers, max_dist[pred_class])
 
     label_aps: dict[str, dict[float, float]] = {}
     label_tp_errors: dict[str, dict[str, float]] = {}
@@ -217,6 +204,30 @@ def _flatten(frames: Sequence[Boxes3D], class_names: tuple[str, ...], with_score
     boxes = ClassBoxes(frame, cat("centers", (3,)), cat("sizes", (3,)), cat("yaws", ()),
                        cat("velocities", (2,)), cat("scores", ()) if with_scores else None)
     return boxes, class_index
+
+
+def _in_range(centers: np.ndarray, max_dist: np.ndarray) -> np.ndarray:
+    """Ego xy distance strictly below max_dist (devkit ``ego_dist < class_range``)."""
+    return np.linalg.norm(centers[:, :2], axis=1) < max_dist
+
+
+def _notes(cfg: EvalConfig) -> dict[str, str]:
+    """What the numbers mean, written next to them in every JSON result."""
+    weight = cfg.mean_ap_weight
+    ranges = (f"boxes at or beyond the class range {dict(cfg.class_range_m)} m (ego xy distance)"
+              if cfg.class_range_m is not None else "no range filter")
+    return {
+        "nds_note": (f"NDS = ({weight:g}*mAP + sum over ATE, ASE, AOE, AVE of max(0, 1 - mTP)) / "
+                     f"{weight + 4:g}. Attributes are not predicted, so AAE is omitted and NDS "
+                     "is normalised over 4 TP metrics instead of the leaderboard's 5: not "
+                     "directly comparable to published nuScenes NDS."),
+        "notes": (f"AP at 2D centre-distance thresholds {list(cfg.dist_ths_m)} m, 101-point "
+                  f"interpolation, min recall {cfg.min_recall:g}, min precision "
+                  f"{cfg.min_precision:g}; TP errors of the matches at {cfg.dist_th_tp_m:g} m. "
+                  f"Removed before matching: {ranges}, and GT boxes with 0 lidar points. "
+                  "Classes without GT score AP 0 and TP errors 1 (devkit). null: error "
+                  "undefined for the class (traffic_cone AOE/AVE)."),
+    }
 
 
 def _nanmean(values: Sequence[float]) -> float:

@@ -51,7 +51,7 @@ def test_perfect_predictions_score_one_and_zero_errors():
     assert out["per_class"]["traffic_cone"]["AOE"] is None
     assert out["per_class"]["traffic_cone"]["AVE"] is None
     assert out["per_class"]["car"]["AOE"] == pytest.approx(0.0, abs=1e-12)
-    assert "AAE" in out["nds_note"] and "/ 9" in out["nds_note"]
+    assert "AAE" in out["nds_note"] and "/ 9." in out["nds_note"]
 
 
 def test_false_positive_with_the_highest_score_gives_ap_0_2():
