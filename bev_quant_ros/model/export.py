@@ -6,6 +6,7 @@ The exported graph is batch-free with static shapes (``ContractWrapper``), opset
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -44,7 +45,9 @@ def export_onnx(detector: BEVDetector, out_path: str | Path, inputs: dict[str, n
     inputs = inputs if inputs is not None else example_inputs(cfg)
     wrapper = ContractWrapper(detector).eval()
     args = tuple(torch.from_numpy(inputs[name]) for name in CONTRACT_INPUTS)
-    with torch.no_grad():
+    # the TorchScript exporter is chosen on purpose (static opset-17 graph); silence its deprecation note
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
         torch.onnx.export(wrapper, args, str(out_path), input_names=list(CONTRACT_INPUTS),
                           output_names=list(CONTRACT_OUTPUTS), opset_version=OPSET,
                           do_constant_folding=True, dynamo=False)
@@ -71,3 +74,20 @@ def check_contract(onnx_path: str | Path, cfg: ModelConfig) -> None:
         got = {a.name: tuple(a.shape) for a in args}
         if got != expected:
             raise ModelContractError(f"{onnx_path}: {kind}s {got} differ from the contract {expected}")
+
+
+def real_inputs(cfg: ModelConfig, seed: int = 100_000, condition: str = "day", frame_index: int = 1) -> dict[str, np.ndarray]:
+    """Contract inputs of a real synthetic frame (held-out seed); prev_bev is noise with
+    prev_valid = 1 so the comparison also covers the warp of the recurrent state."""
+    from bev_quant_ros.geometry import load_rig
+    from bev_quant_ros.model.dataset import frame_inputs
+    from bev_quant_ros.preprocess import camera_sampling_grid, ego_motion_affine
+    from bev_quant_ros.sim import generate_frames
+
+    rig = load_rig()
+    frames = list(generate_frames(seed, condition, frame_index + 1, rig=rig))
+    images, raster = frame_inputs(frames[-1], rig, cfg)
+    inputs = example_inputs(cfg)
+    inputs.update(images=images, cam_grid=camera_sampling_grid(rig, cfg), lidar_bev=raster,
+                  ego_motion=ego_motion_affine(frames[-2].ego_pose, frames[-1].ego_pose, cfg))
+    return inputs

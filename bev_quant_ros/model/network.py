@@ -126,10 +126,10 @@ class BEVDetector(nn.Module):
         self.image_encoder = ImageEncoder(cfg)
         self.camera_bev = conv_bn_relu(net.lift_channels * cfg.Z, c, kernel=1)
         self.lidar_bev = nn.Sequential(conv_bn_relu(cfg.Cl, c // 2), conv_bn_relu(c // 2, c))
-        self.fuse = conv_bn_relu(2 * c, c)
+        # 1x1 at full BEV resolution (the costly one); spatial context comes after the stride
+        self.fuse = conv_bn_relu(2 * c, c, kernel=1)
         self.register_buffer("warp_grid", base_grid(cfg.Hb, cfg.Wb), persistent=False)
-        self.temporal_gate = nn.Conv2d(2 * c, c, 3, padding=1)
-        self.temporal_value = conv_bn_relu(2 * c, c)
+        self.temporal = nn.Conv2d(2 * c, 2 * c, 1)  # -> gate logits and value
         self.down = conv_bn_relu(c, c, stride=cfg.output_stride) if cfg.output_stride > 1 else nn.Identity()
         self.attention = PooledSelfAttention(c, net.attention_heads, net.attention_pool)
         self.head_trunk = conv_bn_relu(c, c)
@@ -149,9 +149,8 @@ class BEVDetector(nn.Module):
         current = self.fuse(torch.cat([cam, self.lidar_bev(lidar_bev)], dim=1))
         valid = prev_valid.reshape(b, 1, 1, 1)
         warped = warp_bev(prev_bev, ego_motion, self.warp_grid) * valid
-        both = torch.cat([current, warped], dim=1)
-        gate = torch.sigmoid(self.temporal_gate(both)) * valid
-        bev_state = current + gate * self.temporal_value(both)
+        gate_logits, value = self.temporal(torch.cat([current, warped], dim=1)).chunk(2, dim=1)
+        bev_state = current + torch.sigmoid(gate_logits) * valid * torch.relu(value)
         x = self.head_trunk(self.attention(self.down(bev_state)))
         return self.heatmap_head(x), self.box_head(x), bev_state
 

@@ -1,0 +1,45 @@
+"""`bev-quant train` and `bev-quant export` (need the optional torch extra)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    train = subparsers.add_parser("train", help="train the reference BEV network on synthetic sequences")
+    train.add_argument("--config", required=True, help="training YAML, e.g. config/train_bev_tiny.yaml")
+    train.add_argument("--out", required=True, help="output dir; last.pt there is resumed")
+    train.set_defaults(func=_train)
+    export = subparsers.add_parser("export", help="export a checkpoint to ONNX with the engine I/O contract")
+    export.add_argument("--checkpoint", required=True, help="last.pt written by `bev-quant train`")
+    export.add_argument("--out", required=True, help="ONNX path; the model config YAML is written next to it")
+    export.set_defaults(func=_export)
+
+
+def _train(args: argparse.Namespace) -> int:
+    from bev_quant_ros.model.train import load_train_config, train
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
+    train(load_train_config(args.config), Path(args.out))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from bev_quant_ros.model.export import MAX_ABS_DIFF, check_contract, compare_with_torch, export_onnx, real_inputs
+    from bev_quant_ros.model.train import load_detector
+
+    net = load_detector(args.checkpoint)
+    inputs = real_inputs(net.cfg)
+    path = export_onnx(net, args.out, inputs)
+    check_contract(path, net.cfg)
+    diffs = compare_with_torch(net, path, inputs)
+    for name, diff in diffs.items():
+        print(f"{name}: max abs diff ONNX Runtime vs PyTorch = {diff:.3e}")
+    size_mb = path.stat().st_size / 1e6
+    print(f"wrote {path} ({size_mb:.2f} MB) and {path.with_suffix('.yaml')}")
+    if max(diffs.values()) > MAX_ABS_DIFF:
+        print(f"FAILED: difference above {MAX_ABS_DIFF}")
+        return 1
+    return 0

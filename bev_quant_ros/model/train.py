@@ -1,0 +1,225 @@
+"""Train the reference BEV network on synthetic sequences (2-core CPU friendly, resumable).
+
+Each step takes ``batch_size`` random windows of ``window`` consecutive frames; the first
+frame of a window starts with prev_valid = 0, later frames are fed the model's own
+detached ``bev_state`` (what the engine does at runtime). Augmentation models the
+failures the node sees: missing cameras, missing lidar, a reset state, exposure changes.
+Checkpoints (``last.pt``) are written every ``checkpoint_every_steps`` and on exit; a
+run started with the same ``--out`` resumes from ``last.pt``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import yaml
+
+from bev_quant_ros.errors import ConfigError
+from bev_quant_ros.geometry import load_rig
+from bev_quant_ros.model.dataset import MAX_TRAIN_SEED, Sequence, load_or_render, training_specs
+from bev_quant_ros.model.losses import detection_loss
+from bev_quant_ros.model.network import BEVDetector
+from bev_quant_ros.model_config import ModelConfig, load_model_config, model_config_from_dict
+from bev_quant_ros.preprocess import camera_sampling_grid
+
+LOG = logging.getLogger("bev_quant_ros.train")
+CHECKPOINT_NAME = "last.pt"
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    model_config: str
+    seed: int
+    cache_dir: str
+    seeds: tuple[int, int]  # [start, stop) of training seeds
+    conditions: tuple[str, ...]
+    frames_per_sequence: int
+    window: int
+    steps: int
+    batch_size: int
+    lr: float
+    weight_decay: float
+    warmup_steps: int
+    time_budget_min: float
+    camera_dropout_p: float
+    all_cameras_off_p: float
+    lidar_off_p: float
+    prev_reset_p: float
+    brightness_jitter: float
+    checkpoint_every_steps: int
+    log_every_steps: int
+    threads: int = 2
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.seeds[0] < self.seeds[1] <= MAX_TRAIN_SEED:
+            raise ConfigError(f"train seeds must be within [0, {MAX_TRAIN_SEED}), got {self.seeds}")
+        if not 1 <= self.window <= self.frames_per_sequence:
+            raise ConfigError("train window must be in [1, frames_per_sequence]")
+        if self.batch_size < 1 or self.steps < 1 or self.lr <= 0:
+            raise ConfigError("train batch_size, steps and lr must be positive")
+
+
+def load_train_config(path: str | Path) -> TrainConfig:
+    """Read the flat sections (data, optim, augment, run) of a training YAML."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+        flat: dict[str, Any] = {"model_config": doc["model_config"], "seed": doc["seed"]}
+        for section in ("data", "optim", "augment", "run"):
+            flat.update(doc.get(section, {}))
+        flat["seeds"] = tuple(flat["seeds"])
+        flat["conditions"] = tuple(flat["conditions"])
+        return TrainConfig(**flat)
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise ConfigError(f"bad training config {path}: {exc!r}") from exc
+
+
+class WindowSampler:
+    """Random training windows with augmentation, as batched torch tensors."""
+
+    def __init__(self, sequences: list[Sequence], cam_grid: np.ndarray, cfg: TrainConfig,
+                 rng: np.random.Generator) -> None:
+        self.sequences, self.cfg, self.rng = sequences, cfg, rng
+        self.cam_grid = torch.from_numpy(cam_grid)
+
+    def sample(self) -> list[dict[str, torch.Tensor]]:
+        """``window`` frames, each a dict of batched inputs and targets."""
+        cfg, rng = self.cfg, self.rng
+        picks = [(int(rng.integers(len(self.sequences))), 0) for _ in range(cfg.batch_size)]
+        picks = [(i, int(rng.integers(len(self.sequences[i]) - cfg.window + 1))) for i, _ in picks]
+        frames = []
+        for t in range(cfg.window):
+            rows = [self._frame(self.sequences[i], start + t, first=(t == 0)) for i, start in picks]
+            frames.append({k: torch.from_numpy(np.stack([r[k] for r in rows])) for k in rows[0]})
+        return frames
+
+    def _frame(self, seq: Sequence, t: int, first: bool) -> dict[str, np.ndarray]:
+        cfg, rng = self.cfg, self.rng
+        images = seq.images[t].astype(np.float32)
+        gain = 1.0 + rng.uniform(-cfg.brightness_jitter, cfg.brightness_jitter, (6, 1, 1, 1))
+        images = np.clip(images * gain, 0, 255).astype(np.float32)
+        camera_valid = (rng.random(6) >= cfg.camera_dropout_p).astype(np.float32)
+        if rng.random() < cfg.all_cameras_off_p:
+            camera_valid[:] = 0.0
+        lidar = seq.lidar_bev[t].astype(np.float32)
+        if rng.random() < cfg.lidar_off_p:
+            lidar = np.zeros_like(lidar)
+        prev_valid = 0.0 if first or rng.random() < cfg.prev_reset_p else 1.0
+        return {"images": images, "camera_valid": camera_valid, "lidar_bev": lidar,
+                "ego_motion": seq.ego_motion[t], "prev_valid": np.array([prev_valid], np.float32),
+                "heatmap": seq.heatmap[t].astype(np.float32), "box_reg": seq.box_reg[t],
+                "reg_mask": seq.reg_mask[t].astype(np.float32)}
+
+
+def run_window(net: BEVDetector, frames: list[dict[str, torch.Tensor]], cam_grid: torch.Tensor,
+               train: bool) -> dict[str, float]:
+    """Forward (and backward) over one window of frames, feeding the detached state forward."""
+    b = frames[0]["images"].shape[0]
+    grid = cam_grid.unsqueeze(0).expand(b, *cam_grid.shape)
+    state = torch.zeros(b, net.cfg.C, net.cfg.Hb, net.cfg.Wb)
+    totals = {"loss": 0.0, "focal": 0.0, "reg": 0.0}
+    for f in frames:
+        logits, box_reg, bev_state = net.forward_logits(f["images"], f["camera_valid"], grid, f["lidar_bev"],
+                                                        state, f["ego_motion"], f["prev_valid"])
+        loss, parts = detection_loss(logits, box_reg, f["heatmap"], f["box_reg"], f["reg_mask"])
+        if train:
+            (loss / len(frames)).backward()
+        state = bev_state.detach()
+        totals["loss"] += float(loss.detach()) / len(frames)
+        for k, v in parts.items():
+            totals[k] += v / len(frames)
+    return totals
+
+
+def save_checkpoint(path: Path, net: BEVDetector, optimizer, scheduler, step: int, train_cfg: TrainConfig) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save({"model": net.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(), "step": step,
+                "model_config": net.cfg.to_dict(), "train_config": train_cfg.__dict__}, tmp)
+    tmp.rename(path)
+
+
+def load_detector(checkpoint_path: str | Path) -> BEVDetector:
+    """The trained network (eval mode) from a checkpoint written by ``train``."""
+    ckpt = torch.load(checkpoint_path, map_location="cpu", weights_only=False)
+    net = BEVDetector(model_config_from_dict(ckpt["model_config"], str(checkpoint_path)))
+    net.load_state_dict(ckpt["model"])
+    return net.eval()
+
+
+def load_sequences(train_cfg: TrainConfig, model_cfg: ModelConfig, rig) -> list[Sequence]:
+    """Every training sequence, rendered on first use and cached under ``cache_dir``."""
+    specs = list(training_specs(range(*train_cfg.seeds), list(train_cfg.conditions),
+                                train_cfg.frames_per_sequence))
+    sequences, t0 = [], time.monotonic()
+    for i, spec in enumerate(specs):
+        sequences.append(load_or_render(spec, rig, model_cfg, Path(train_cfg.cache_dir)))
+        if (i + 1) % 20 == 0 or i + 1 == len(specs):
+            LOG.info("data: %d/%d sequences ready (%.0f s)", i + 1, len(specs), time.monotonic() - t0)
+    return sequences
+
+
+def train(train_cfg: TrainConfig, out_dir: Path) -> Path:
+    """Train (or resume) and return the checkpoint path."""
+    torch.set_num_threads(train_cfg.threads)
+    torch.manual_seed(train_cfg.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model_cfg = load_model_config(train_cfg.model_config)
+    rig = load_rig()
+    cam_grid = camera_sampling_grid(rig, model_cfg)
+    sequences = load_sequences(train_cfg, model_cfg, rig)
+
+    net = BEVDetector(model_cfg)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: _lr_factor(s, train_cfg))
+    ckpt_path, start = out_dir / CHECKPOINT_NAME, 0
+    if ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        net.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        scheduler.load_state_dict(ckpt["scheduler"])
+        start = int(ckpt["step"])
+        LOG.info("resumed from %s at step %d", ckpt_path, start)
+    # the sampler's stream depends on the step so a resumed run does not replay old windows
+    sampler = WindowSampler(sequences, cam_grid, train_cfg, np.random.default_rng([train_cfg.seed, start]))
+    grid = torch.from_numpy(cam_grid)
+    net.train()
+    t0, running = time.monotonic(), {"loss": 0.0, "focal": 0.0, "reg": 0.0}
+    step = start
+    while step < train_cfg.steps:
+        parts = run_window(net, sampler.sample(), grid, train=True)
+        torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        step += 1
+        for k in running:
+            running[k] += parts[k] / train_cfg.log_every_steps
+        elapsed_min = (time.monotonic() - t0) / 60
+        if step % train_cfg.log_every_steps == 0:
+            LOG.info("step %d/%d loss %.4f focal %.4f reg %.4f lr %.2e (%.1f min)", step, train_cfg.steps,
+                     running["loss"], running["focal"], running["reg"], scheduler.get_last_lr()[0], elapsed_min)
+            running = dict.fromkeys(running, 0.0)
+        if step % train_cfg.checkpoint_every_steps == 0:
+            save_checkpoint(ckpt_path, net, optimizer, scheduler, step, train_cfg)
+        if elapsed_min > train_cfg.time_budget_min:
+            LOG.warning("time budget of %.0f min reached at step %d; resume with the same command",
+                        train_cfg.time_budget_min, step)
+            break
+    save_checkpoint(ckpt_path, net, optimizer, scheduler, step, train_cfg)
+    LOG.info("checkpoint %s (step %d)", ckpt_path, step)
+    return ckpt_path
+
+
+def _lr_factor(step: int, cfg: TrainConfig) -> float:
+    """Linear warm-up then cosine decay to 5 % over ``steps``."""
+    if step < cfg.warmup_steps:
+        return (step + 1) / cfg.warmup_steps
+    progress = min(1.0, (step - cfg.warmup_steps) / max(1, cfg.steps - cfg.warmup_steps))
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * progress))

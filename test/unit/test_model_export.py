@@ -1,0 +1,86 @@
+"""ONNX export: exact contract names/shapes, attention nodes present, ORT == PyTorch."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+torch = pytest.importorskip("torch", reason="torch (optional 'train' extra) is not installed")
+
+from bev_quant_ros.engine.contract import CONTRACT_INPUTS, CONTRACT_OUTPUTS  # noqa: E402
+from bev_quant_ros.errors import ConfigError, ModelContractError  # noqa: E402
+from bev_quant_ros.model.export import (MAX_ABS_DIFF, OPSET, check_contract, compare_with_torch,  # noqa: E402
+                                        example_inputs, export_onnx)
+from bev_quant_ros.model.network import BEVDetector  # noqa: E402
+from bev_quant_ros.model_config import NetworkConfig, load_model_config, model_config_for_onnx  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+TINY = dataclasses.replace(load_model_config(ROOT / "models" / "bev_tiny.yaml"), Hb=32, Wb=32,
+                           image_height=32, image_width=64, C=8,
+                           network=NetworkConfig(image_channels=(8, 8), lift_channels=4,
+                                                 attention_heads=2, attention_pool=4))
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    torch.manual_seed(0)
+    net = BEVDetector(TINY).eval()
+    path = export_onnx(net, tmp_path_factory.mktemp("onnx") / "tiny.onnx")
+    return net, path
+
+
+def test_onnx_io_names_and_shapes_equal_resolved_contract(exported):
+    _, path = exported
+    model = onnx.load(path)
+    shape = lambda vi: tuple(d.dim_value for d in vi.type.tensor_type.shape.dim)
+    assert [i.name for i in model.graph.input] == list(CONTRACT_INPUTS)
+    assert [o.name for o in model.graph.output] == list(CONTRACT_OUTPUTS)
+    resolved = {**TINY.input_shapes(), **TINY.output_shapes()}
+    for vi in [*model.graph.input, *model.graph.output]:
+        assert shape(vi) == resolved[vi.name]
+    assert resolved["cam_grid"] == (6, TINY.Z * 32, 32, 2) and resolved["heatmap"] == (5, 16, 16)
+    assert model.opset_import[0].version == OPSET
+    check_contract(path, TINY)
+    # the config written next to the model round-trips
+    assert model_config_for_onnx(path) == TINY
+
+
+def test_graph_keeps_attention_and_in_graph_warp(exported):
+    ops = [n.op_type for n in onnx.load(exported[1]).graph.node]
+    assert ops.count("Softmax") == 1
+    assert ops.count("MatMul") >= 3  # q.k, attn.v and the warp grid
+    assert ops.count("GridSample") == 2  # camera lift and state warp
+
+
+def test_onnx_runtime_matches_pytorch(exported):
+    net, path = exported
+    inputs = example_inputs(TINY, seed=3)
+    inputs["camera_valid"][1] = 0.0
+    diffs = compare_with_torch(net, path, inputs)
+    assert set(diffs) == set(CONTRACT_OUTPUTS)
+    assert max(diffs.values()) <= MAX_ABS_DIFF
+
+
+def test_contract_check_rejects_other_config(exported):
+    other = dataclasses.replace(TINY, C=16)
+    with pytest.raises(ModelContractError, match="prev_bev"):
+        check_contract(exported[1], other)
+
+
+def test_model_config_validation_names_the_field():
+    with pytest.raises(ConfigError, match="output_stride"):
+        dataclasses.replace(TINY, output_stride=3)
+    with pytest.raises(ConfigError, match="classes"):
+        dataclasses.replace(TINY, classes=("car", "spaceship"))
+
+
+def test_shipped_onnx_matches_its_config():
+    onnx_path = ROOT / "models" / "bev_tiny.onnx"
+    if not onnx_path.is_file():
+        pytest.skip(f"{onnx_path} not exported yet (bev-quant export)")
+    check_contract(onnx_path, model_config_for_onnx(onnx_path))
+    assert onnx_path.stat().st_size <= 20e6
