@@ -13,7 +13,7 @@ stamp="$venv/.bev_quant_ros_setup"
 python_bin="${PYTHON:-python3}"
 
 inputs_hash() {
-  (cd "$root" && cat requirements/venv.txt setup.py setup.cfg package.xml \
+  (cd "$root" && cat requirements/venv.txt requirements/venv-nodeps.txt setup.py setup.cfg package.xml \
     $(find interfaces -type f | sort) | sha256sum | cut -d' ' -f1)
 }
 
@@ -29,6 +29,7 @@ export LD_LIBRARY_PATH="$venv/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 pip=("$venv/bin/python" -m pip --disable-pip-version-check -q)
 
 "${pip[@]}" install -r "$root/requirements/venv.txt"
+"${pip[@]}" install --no-deps -r "$root/requirements/venv-nodeps.txt"
 "${pip[@]}" install --no-deps --no-build-isolation -e "$root"
 
 build_interface() {  # $1 = package name under interfaces/
