@@ -27,3 +27,7 @@ class EngineInputError(BevQuantError):
 
 class EvaluationInputError(BevQuantError):
     """Predictions and ground truth cannot be evaluated together (frames, scores, sizes)."""
+
+
+class EngineBuildError(BevQuantError):
+    """TensorRT is missing or could not parse/build/deserialize an engine."""

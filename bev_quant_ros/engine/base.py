@@ -25,7 +25,7 @@ from bev_quant_ros.engine.io_check import TensorSpec
 from bev_quant_ros.errors import ConfigError, EngineInputError
 
 __all__ = ["BACKENDS", "FRAME_INPUTS", "PREV_VALID_INPUT", "Engine", "EngineDescription", "TensorSpec",
-           "create_engine", "frame_array", "select_backend", "tensorrt_available"]
+           "create_engine", "frame_array", "read_only_view", "select_backend", "tensorrt_available"]
 
 LOG = logging.getLogger(__name__)
 PREV_VALID_INPUT = "prev_valid"
@@ -100,6 +100,13 @@ def frame_array(inputs: Mapping[str, np.ndarray], spec: TensorSpec) -> np.ndarra
             f"input '{spec.name}' is {array.dtype.name}{list(array.shape)}, "
             f"model wants {spec.dtype}{list(spec.shape)}")
     return array if array.flags.c_contiguous else np.ascontiguousarray(array)
+
+
+def read_only_view(array: np.ndarray) -> np.ndarray:
+    """A non-writeable view of an engine buffer: callers cannot corrupt the engine's outputs."""
+    view = array.view()
+    view.flags.writeable = False
+    return view
 
 
 def tensorrt_available() -> tuple[bool, str]:

@@ -18,7 +18,8 @@ from typing import Mapping, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from bev_quant_ros.engine.base import FRAME_INPUTS, PREV_VALID_INPUT, Engine, EngineDescription, frame_array
+from bev_quant_ros.engine.base import (FRAME_INPUTS, PREV_VALID_INPUT, Engine, EngineDescription, frame_array,
+                                       read_only_view)
 from bev_quant_ros.engine.contract import CONTRACT_OUTPUTS, STATE_INPUT, STATE_OUTPUT
 from bev_quant_ros.engine.io_check import TensorSpec, check_contract, onnx_precision, onnx_specs, read_onnx
 from bev_quant_ros.errors import ConfigError, ModelContractError
@@ -124,8 +125,8 @@ class OnnxRuntimeEngine(Engine):
             for name, value in zip(head, head_values):
                 binding.bind_ortvalue_output(name, value)
             self._bindings.append(binding)
-            views = {name: _read_only(array) for name, array in head.items()}
-            views[STATE_OUTPUT] = _read_only(self._states[1 - parity])
+            views = {name: read_only_view(array) for name, array in head.items()}
+            views[STATE_OUTPUT] = read_only_view(self._states[1 - parity])
             self._results.append(MappingProxyType(views))
         self._parity = 0
         self._state_valid = False
@@ -173,8 +174,3 @@ class OnnxRuntimeEngine(Engine):
         """The underlying session (benchmarks compare against a bare `session.run`)."""
         return self._session
 
-
-def _read_only(array: np.ndarray) -> np.ndarray:
-    view = array.view()
-    view.flags.writeable = False
-    return view
