@@ -82,3 +82,22 @@ def test_cache_key_differences_name_the_changed_fields():
     new = CacheKey("a" * 64, "10.7.0", "Orin", "int8", False)
     assert new.differences(old) == ["tensorrt_version: '10.3.0' -> '10.7.0'", "allow_fp16: True -> False"]
     assert old.differences(old) == []
+
+
+def test_cli_reports_a_contract_error_with_exit_code_2(tiny_models, tmp_path, capsys):
+    from bev_quant_ros.cli import main
+
+    assert main(["build-engine", str(tiny_models[0]), "--cache-dir", str(tmp_path), "--gpu-name", "g"]) == 2
+    assert "no Q/DQ nodes" in capsys.readouterr().out
+
+
+@needs_rtx
+def test_cli_builds_then_reuses(tiny_models, tmp_path, capsys):
+    from bev_quant_ros.cli import main
+
+    argv = ["build-engine", str(tiny_models[1]), "--cache-dir", str(tmp_path), "--trt-module", RTX,
+            "--gpu-name", "g", "--workspace-mib", "64"]
+    assert main(argv) == 0
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert f"built: {tmp_path}/tiny_int8.int8.engine" in out and f"cached: {tmp_path}/tiny_int8.int8.engine" in out
