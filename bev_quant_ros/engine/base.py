@@ -58,7 +58,10 @@ class EngineDescription:
 
 
 class Engine(ABC):
-    """A loaded model with its recurrent BEV state (see module docstring)."""
+    """A loaded model with its recurrent BEV state (see module docstring).
+
+    Not thread-safe: one caller at a time (the node's inference thread).
+    """
 
     @abstractmethod
     def infer(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
@@ -157,7 +160,7 @@ def create_engine(model_path: str | Path, backend: str = "auto", precision: str 
     chosen, reason = select_backend(backend)
     LOG.info("engine backend: %s (%s)", chosen, reason)
     cls = _backend_class(chosen)
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "model_path", "precision"}
+    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "model_path", "precision", "selection_reason"}
     unknown = sorted(set(options) - accepted)
     if unknown and backend != "auto":
         raise ConfigError(f"{chosen} backend does not take option(s) {unknown}; it takes {sorted(accepted)}")
