@@ -160,7 +160,8 @@ def create_engine(model_path: str | Path, backend: str = "auto", precision: str 
     chosen, reason = select_backend(backend)
     LOG.info("engine backend: %s (%s)", chosen, reason)
     cls = _backend_class(chosen)
-    accepted = set(inspect.signature(cls.__init__).parameters) - {"self", "model_path", "precision", "selection_reason"}
+    internal = {"self", "model_path", "precision", "selection_reason"}
+    accepted = set(inspect.signature(cls.__init__).parameters) - internal
     unknown = sorted(set(options) - accepted)
     if unknown and backend != "auto":
         raise ConfigError(f"{chosen} backend does not take option(s) {unknown}; it takes {sorted(accepted)}")
