@@ -17,7 +17,8 @@ from bev_quant_ros.errors import BevQuantError
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("build-engine", help="build or reuse the cached TensorRT engine of an ONNX model")
+    parser = subparsers.add_parser("build-engine",
+                                   help="build or reuse the cached TensorRT engine of an ONNX model")
     parser.add_argument("onnx", type=Path, help="the (Q/DQ) ONNX model")
     parser.add_argument("--cache-dir", type=Path, default=None,
                         help="engine cache directory (default: next to the ONNX)")
