@@ -1,0 +1,151 @@
+"""One frame through the BEV detector: preprocess -> temporal rules -> engine -> decode.
+
+The same object serves the ROS node, offline bag evaluation, calibration and
+benchmarks (DESIGN.md §1), so they cannot drift apart. It takes an already
+assembled :class:`SensorFrame` (the node builds it with ``sync.FrameAssembler``,
+offline tools from bags or the simulator) and returns detections plus per-stage
+timings. No ROS imports.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from bev_quant_ros.boxes import Boxes3D
+from bev_quant_ros.decode import DecodeConfig, decode
+from bev_quant_ros.engine.base import Engine, create_engine
+from bev_quant_ros.engine.contract import NUM_CAMERAS
+from bev_quant_ros.errors import InvalidMessageError
+from bev_quant_ros.geometry import Rig, load_rig
+from bev_quant_ros.model_config import ModelConfig, model_config_for_onnx
+from bev_quant_ros.preprocess import camera_sampling_grid, ego_motion_affine, lidar_bev, prepare_images
+from bev_quant_ros.temporal import ResetReason, TemporalState
+
+NS_PER_S = 1_000_000_000
+
+
+@dataclass
+class SensorFrame:
+    """Sensor data of one frame, whatever its source (ROS, bag, simulator)."""
+
+    stamp_ns: int  # camera stamp: detections are stamped with it
+    images: Sequence[np.ndarray | None]  # six [h, w, 3] uint8 RGB in model order; None = missing
+    points: np.ndarray | None = None  # [N, 5] x, y, z, intensity, t (s, rel. to lidar stamp), lidar frame
+    lidar_stamp_ns: int | None = None
+    T_world_ego: np.ndarray | None = None  # ego pose at stamp_ns
+    T_world_ego_lidar: np.ndarray | None = None  # ego pose at lidar_stamp_ns
+
+    @property
+    def camera_valid(self) -> np.ndarray:
+        return np.array([image is not None for image in self.images], dtype=np.float32)
+
+
+@dataclass
+class StageTimings:
+    """Wall time of each stage of one frame, milliseconds."""
+
+    preprocess_ms: float
+    engine_ms: float
+    decode_ms: float
+
+    @property
+    def total_ms(self) -> float:
+        return self.preprocess_ms + self.engine_ms + self.decode_ms
+
+
+@dataclass
+class PipelineResult:
+    """Detections of one frame and how they were made."""
+
+    stamp_ns: int
+    detections: Boxes3D
+    camera_valid: np.ndarray
+    lidar_used: bool
+    reset_reason: ResetReason | None
+    timings: StageTimings
+
+
+class BevPipeline:
+    """Turns SensorFrames into detections with a recurrent engine (see module docstring)."""
+
+    def __init__(self, engine: Engine, model_config: ModelConfig, rig: Rig,
+                 decode_config: DecodeConfig, temporal: TemporalState) -> None:
+        self.engine = engine
+        self.model_config = model_config
+        self.decode_config = decode_config
+        self.temporal = temporal
+        self._lidar_empty = np.zeros((model_config.Cl, model_config.Hb, model_config.Wb), np.float32)
+        self._identity_motion = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
+        self.set_rig(rig)
+
+    @classmethod
+    def from_model(cls, model_path: str | Path, *, backend: str = "auto", precision: str | None = None,
+                   rig: Rig | None = None, score_threshold: float = 0.3, max_detections: int = 100,
+                   temporal: TemporalState | None = None, **engine_options: Any) -> "BevPipeline":
+        """Load the model and its config (the YAML next to the ONNX) and build the pipeline."""
+        model_config = model_config_for_onnx(model_path)
+        engine = create_engine(model_path, backend=backend, precision=precision,
+                               expected_dims=model_config.symbols(), **engine_options)
+        decode_config = DecodeConfig(x_range_m=model_config.x_range_m, y_range_m=model_config.y_range_m,
+                                     class_names=model_config.classes, score_threshold=score_threshold,
+                                     max_detections=max_detections)
+        return cls(engine, model_config, rig or load_rig(), decode_config, temporal or TemporalState())
+
+    def set_rig(self, rig: Rig) -> None:
+        """Use a new calibration; the camera sampling grid is cached until the next call."""
+        self.rig = rig
+        self._cam_grid = camera_sampling_grid(rig, self.model_config)
+
+    def request_reset(self) -> None:
+        """Drop the recurrent state before the next frame."""
+        self.temporal.request_reset()
+
+    def process(self, frame: SensorFrame) -> PipelineResult:
+        """Run one frame; raises InvalidMessageError for unusable sensor data."""
+        t0 = time.perf_counter()
+        inputs, lidar_used = self._inputs(frame)
+        decision = self.temporal.step(frame.stamp_ns, frame.T_world_ego)
+        if decision.reset_reason is not None:
+            self.engine.reset_state()
+            inputs["ego_motion"] = self._identity_motion
+        else:
+            inputs["ego_motion"] = ego_motion_affine(decision.T_world_ego_prev, decision.T_world_ego,
+                                                     self.model_config)
+        t1 = time.perf_counter()
+        outputs = self.engine.infer(inputs)
+        t2 = time.perf_counter()
+        detections = decode(outputs["heatmap"], outputs["box_reg"], self.decode_config)
+        t3 = time.perf_counter()
+        return PipelineResult(frame.stamp_ns, detections, inputs["camera_valid"], lidar_used,
+                              decision.reset_reason,
+                              StageTimings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3))
+
+    def _inputs(self, frame: SensorFrame) -> tuple[dict[str, np.ndarray], bool]:
+        if len(frame.images) != NUM_CAMERAS:
+            raise InvalidMessageError(f"a frame needs {NUM_CAMERAS} camera slots, got {len(frame.images)}")
+        camera_valid = frame.camera_valid
+        if not camera_valid.any():
+            raise InvalidMessageError("a frame needs at least one camera image")
+        shape = next(image.shape for image in frame.images if image is not None)
+        if any(image is not None and image.shape != shape for image in frame.images):
+            raise InvalidMessageError("camera images of one frame differ in size: "
+                                      f"{[None if i is None else i.shape for i in frame.images]}")
+        stacked = np.stack([np.zeros(shape, np.uint8) if image is None else image for image in frame.images])
+        lidar_used = frame.points is not None and frame.lidar_stamp_ns is not None
+        if lidar_used:
+            # without odometry the sweep is used as if the ego stood still (no motion compensation)
+            have_poses = frame.T_world_ego is not None and frame.T_world_ego_lidar is not None
+            T_lidar = frame.T_world_ego_lidar if have_poses else np.eye(4)
+            T_camera = frame.T_world_ego if have_poses else np.eye(4)
+            raster = lidar_bev(frame.points, self.rig.T_ego_lidar, T_lidar, T_camera,
+                               (frame.stamp_ns - frame.lidar_stamp_ns) / NS_PER_S, self.model_config)
+        else:
+            raster = self._lidar_empty
+        return {"images": prepare_images(stacked, self.model_config), "camera_valid": camera_valid,
+                "cam_grid": self._cam_grid, "lidar_bev": raster}, lidar_used
+
