@@ -15,6 +15,7 @@ from typing import Sequence
 
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "bev_quant_ros.tools.smoke",
+    "bev_quant_ros.replay.cli",
     "bev_quant_ros.model.cli",
     "bev_quant_ros.engine.cli",
 )

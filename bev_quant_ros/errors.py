@@ -31,3 +31,7 @@ class EvaluationInputError(BevQuantError):
 
 class EngineBuildError(BevQuantError):
     """TensorRT is missing or could not parse/build/deserialize an engine."""
+
+
+class BagError(BevQuantError):
+    """A rosbag2 cannot be replayed: missing or corrupt, unknown topic, or unusable type."""
