@@ -14,6 +14,7 @@ import sys
 from typing import Sequence
 
 SUBCOMMAND_MODULES: tuple[str, ...] = (
+    "bev_quant_ros.sim.cli",
     "bev_quant_ros.tools.smoke",
     "bev_quant_ros.replay.cli",
     "bev_quant_ros.model.cli",
