@@ -53,6 +53,7 @@ class ModelConfig:
     C: int  # BEV state channels
     lidar_z_edges_m: tuple[float, ...]  # lidar occupancy bins; Cl = bins + summary channels
     lidar_max_time_lag_s: float  # normalises the time-lag channel
+    lidar_intensity_max: float  # normalises the intensity channel (sensor units, e.g. 255)
     output_stride: int
     classes: tuple[str, ...] = CLASS_NAMES
     box_reg: tuple[str, ...] = BOX_REG_CHANNELS
@@ -70,6 +71,7 @@ class ModelConfig:
         _check(len(self.lidar_z_edges_m) >= 2 and list(self.lidar_z_edges_m) == sorted(self.lidar_z_edges_m),
                "lidar z_edges_m needs >= 2 increasing values")
         _check(self.lidar_max_time_lag_s > 0, "lidar max_time_lag_s must be positive")
+        _check(self.lidar_intensity_max > 0, "lidar intensity_max must be positive")
         _check(self.output_stride > 0 and self.Hb % self.output_stride == 0
                and self.Wb % self.output_stride == 0, "head output_stride must divide Hb and Wb")
         unknown = set(self.classes) - set(CLASS_NAMES)
@@ -158,6 +160,7 @@ class ModelConfig:
                                "mean/std normalisation happens in the graph",
                       "mean": list(self.image_mean), "std": list(self.image_std)},
             "lidar": {"z_edges_m": list(self.lidar_z_edges_m), "max_time_lag_s": self.lidar_max_time_lag_s,
+                      "intensity_max": self.lidar_intensity_max,
                       "channels": self.lidar_channel_names()},
             "channels": {"C": self.C, "Cl": self.Cl},
             "head": {"output_stride": self.output_stride, "classes": list(self.classes),
@@ -176,6 +179,22 @@ class ModelConfig:
         Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
 
 
+def example_inputs(cfg: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random but well-formed contract inputs (all cameras valid, prev state valid), for
+    export checks, tests and benchmarks that need no real frame."""
+    rng = np.random.default_rng(seed)
+    shapes = cfg.input_shapes()
+    return {
+        "images": rng.uniform(0, 255, shapes["images"]).astype(np.float32),
+        "camera_valid": np.ones(shapes["camera_valid"], np.float32),
+        "cam_grid": rng.uniform(-1.2, 1.2, shapes["cam_grid"]).astype(np.float32),
+        "lidar_bev": rng.uniform(0, 1, shapes["lidar_bev"]).astype(np.float32),
+        "prev_bev": rng.normal(0, 1, shapes["prev_bev"]).astype(np.float32),
+        "ego_motion": np.array([[1, 0, 0], [0, 1, 0.02]], np.float32),
+        "prev_valid": np.ones(shapes["prev_valid"], np.float32),
+    }
+
+
 def model_config_from_dict(doc: dict[str, Any], source: str = "<dict>") -> ModelConfig:
     """Build and validate a ModelConfig from the YAML layout written by ``to_dict``."""
     try:
@@ -191,6 +210,7 @@ def model_config_from_dict(doc: dict[str, Any], source: str = "<dict>") -> Model
             C=int(doc["channels"]["C"]),
             lidar_z_edges_m=tuple(float(v) for v in lidar["z_edges_m"]),
             lidar_max_time_lag_s=float(lidar["max_time_lag_s"]),
+            lidar_intensity_max=float(lidar["intensity_max"]),
             output_stride=int(head["output_stride"]),
             classes=tuple(str(c) for c in head["classes"]),
             box_reg=tuple(str(c) for c in head["box_reg"]),

@@ -84,7 +84,7 @@ def lidar_bev(points: np.ndarray, T_ego_lidar: np.ndarray, T_world_ego_lidar: np
     the sweep stamp, T_world_ego_cam at the camera stamp (``lidar_to_cam_dt_s`` =
     camera stamp - sweep stamp). Within the sweep the ego moves with constant planar
     velocity, taken from the two poses, or from ``ego_velocity_xy_yawrate`` (ego frame)
-    when the stamps coincide. Channels: occupancy per lidar z bin, max intensity,
+    when the stamps coincide. Channels: occupancy per lidar z bin, max intensity / intensity_max,
     log(1 + count) / log(64), mean time lag / max_time_lag_s (lag to the camera stamp).
     """
     if points.ndim != 2 or points.shape[1] != 5:
@@ -100,13 +100,13 @@ def lidar_bev(points: np.ndarray, T_ego_lidar: np.ndarray, T_world_ego_lidar: np
     _rasterize(np.ascontiguousarray(points, dtype=np.float32), np.ascontiguousarray(T_ego_lidar, np.float64),
                velocity, np.ascontiguousarray(T_cam_lidar_ego), float(lidar_to_cam_dt_s),
                np.asarray(cfg.lidar_z_edges_m, np.float64), cfg.x_range_m[0], cfg.y_range_m[0],
-               cfg.cell_x_m, cfg.cell_y_m, cfg.lidar_max_time_lag_s, raster)
+               cfg.cell_x_m, cfg.cell_y_m, cfg.lidar_max_time_lag_s, 1.0 / cfg.lidar_intensity_max, raster)
     return raster
 
 
 @numba.njit(cache=True)
 def _rasterize(points, T_ego_lidar, velocity, T_cam_lidar_ego, lidar_to_cam_dt_s, z_edges,
-               x_min, y_min, cell_x, cell_y, max_lag_s, raster):  # pragma: no cover - numba
+               x_min, y_min, cell_x, cell_y, max_lag_s, intensity_scale, raster):  # pragma: no cover - numba
     n_bins = z_edges.shape[0] - 1
     hb, wb = raster.shape[1], raster.shape[2]
     ch_int, ch_count, ch_lag = n_bins, n_bins + 1, n_bins + 2
@@ -133,7 +133,7 @@ def _rasterize(points, T_ego_lidar, velocity, T_cam_lidar_ego, lidar_to_cam_dt_s
             if z < z_edges[k + 1]:
                 raster[k, h, w] = 1.0
                 break
-        raster[ch_int, h, w] = max(raster[ch_int, h, w], points[i, 3])
+        raster[ch_int, h, w] = max(raster[ch_int, h, w], min(points[i, 3] * intensity_scale, 1.0))
         raster[ch_count, h, w] += 1.0
         raster[ch_lag, h, w] += min((lidar_to_cam_dt_s - t) / max_lag_s, 1.0)
     for h in range(hb):

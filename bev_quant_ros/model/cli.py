@@ -16,6 +16,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--checkpoint", required=True, help="last.pt written by `bev-quant train`")
     export.add_argument("--out", required=True, help="ONNX path; the model config YAML is written next to it")
     export.set_defaults(func=_export)
+    evaluate = subparsers.add_parser(
+        "model-eval", help="held-out metrics of a PyTorch checkpoint with camera/lidar/temporal ablations")
+    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--conditions", nargs="+", default=["day", "night", "rain", "fog", "glare"])
+    evaluate.add_argument("--sequences", type=int, default=6, help="sequences per condition (seeds >= 100000)")
+    evaluate.add_argument("--frames", type=int, default=10, help="frames per sequence")
+    evaluate.add_argument("--json", help="write all metrics here")
+    evaluate.set_defaults(func=_model_eval)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -42,4 +50,25 @@ def _export(args: argparse.Namespace) -> int:
     if max(diffs.values()) > MAX_ABS_DIFF:
         print(f"FAILED: difference above {MAX_ABS_DIFF}")
         return 1
+    return 0
+
+
+def _model_eval(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from bev_quant_ros.model.train import load_detector
+    from bev_quant_ros.model.validate import evaluate_checkpoint
+
+    torch.set_num_threads(2)
+    net = load_detector(args.checkpoint)
+    results = {}
+    for condition in args.conditions:
+        results[condition] = evaluate_checkpoint(net, condition, args.sequences, args.frames)
+        for ablation, m in results[condition].items():
+            print(f"{condition:6s} {ablation:12s} mAP {m['mAP']:.3f} NDS {m['NDS']:.3f} "
+                  f"mATE {m['mATE']:.3f} mAVE {m['mAVE']:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

@@ -17,6 +17,7 @@ from typing import Iterator
 
 import numpy as np
 
+from bev_quant_ros.boxes import Boxes3D
 from bev_quant_ros.errors import ConfigError
 from bev_quant_ros.geometry import Rig
 from bev_quant_ros.model.targets import encode_targets
@@ -67,6 +68,13 @@ def _velocity_xy_yawrate(ego_velocity) -> np.ndarray | None:
     return np.array([v[0], v[1], 0.0])
 
 
+def observable_gt(frame) -> Boxes3D:
+    """GT boxes some sensor saw (lidar returns or camera pixels): training on fully hidden
+    objects would teach the network to hallucinate."""
+    seen = (np.asarray(frame.gt_num_lidar_points) > 0) | np.asarray(frame.gt_visible_cameras).any(axis=1)
+    return frame.gt.select(seen)
+
+
 def render_sequence(spec: SequenceSpec, rig: Rig, cfg: ModelConfig) -> Sequence:
     """Generate and preprocess one sequence (slow: renders every camera)."""
     from bev_quant_ros.sim import generate_frames  # heavy import, only needed on a cache miss
@@ -78,7 +86,7 @@ def render_sequence(spec: SequenceSpec, rig: Rig, cfg: ModelConfig) -> Sequence:
     prev_pose = None
     for frame in generate_frames(spec.seed, spec.condition, spec.num_frames, rig=rig):
         images, raster = frame_inputs(frame, rig, cfg)
-        targets = encode_targets(frame.gt, cfg)
+        targets = encode_targets(observable_gt(frame), cfg)
         motion = ego_motion_affine(prev_pose if prev_pose is not None else frame.ego_pose, frame.ego_pose, cfg)
         prev_pose = frame.ego_pose
         parts["images"].append(np.rint(images).astype(np.uint8))

@@ -16,25 +16,10 @@ import torch
 from bev_quant_ros.engine.contract import CONTRACT_INPUTS, CONTRACT_OUTPUTS
 from bev_quant_ros.errors import ModelContractError
 from bev_quant_ros.model.network import BEVDetector, ContractWrapper
-from bev_quant_ros.model_config import ModelConfig
+from bev_quant_ros.model_config import ModelConfig, example_inputs
 
 OPSET = 17
 MAX_ABS_DIFF = 1e-4
-
-
-def example_inputs(cfg: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
-    """Random but well-formed contract inputs (all cameras valid, prev state valid)."""
-    rng = np.random.default_rng(seed)
-    shapes = cfg.input_shapes()
-    return {
-        "images": rng.uniform(0, 255, shapes["images"]).astype(np.float32),
-        "camera_valid": np.ones(shapes["camera_valid"], np.float32),
-        "cam_grid": rng.uniform(-1.2, 1.2, shapes["cam_grid"]).astype(np.float32),
-        "lidar_bev": rng.uniform(0, 1, shapes["lidar_bev"]).astype(np.float32),
-        "prev_bev": rng.normal(0, 1, shapes["prev_bev"]).astype(np.float32),
-        "ego_motion": np.array([[1, 0, 0.02], [0, 1, 0.0]], np.float32),
-        "prev_valid": np.ones(shapes["prev_valid"], np.float32),
-    }
 
 
 def export_onnx(detector: BEVDetector, out_path: str | Path, inputs: dict[str, np.ndarray] | None = None) -> Path:

@@ -14,9 +14,10 @@ torch = pytest.importorskip("torch", reason="torch (optional 'train' extra) is n
 from bev_quant_ros.engine.contract import CONTRACT_INPUTS, CONTRACT_OUTPUTS  # noqa: E402
 from bev_quant_ros.errors import ConfigError, ModelContractError  # noqa: E402
 from bev_quant_ros.model.export import (MAX_ABS_DIFF, OPSET, check_contract, compare_with_torch,  # noqa: E402
-                                        example_inputs, export_onnx)
+                                        export_onnx)
 from bev_quant_ros.model.network import BEVDetector  # noqa: E402
-from bev_quant_ros.model_config import NetworkConfig, load_model_config, model_config_for_onnx  # noqa: E402
+from bev_quant_ros.model_config import (NetworkConfig, example_inputs, load_model_config,  # noqa: E402
+                                       model_config_for_onnx)
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = dataclasses.replace(load_model_config(ROOT / "models" / "bev_tiny.yaml"), Hb=32, Wb=32,

@@ -11,7 +11,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch (optional 'train' extra) is not installed")
 import torch.nn.functional as F  # noqa: E402
 
-from bev_quant_ros.model.export import example_inputs  # noqa: E402
+from bev_quant_ros.model_config import example_inputs  # noqa: E402
 from bev_quant_ros.model.network import BEVDetector, base_grid, lift_to_bev, warp_bev  # noqa: E402
 from bev_quant_ros.model_config import NetworkConfig, load_model_config  # noqa: E402
 from bev_quant_ros.preprocess import ego_motion_affine  # noqa: E402

@@ -70,7 +70,7 @@ def test_cam_grid_every_cell_in_range_is_seen_by_some_camera():
 def _lidar_points(ego_xyz: np.ndarray, t: np.ndarray) -> np.ndarray:
     T_lidar_ego = invert_transform(RIG.T_ego_lidar)
     p = (T_lidar_ego[:3, :3] @ ego_xyz.T).T + T_lidar_ego[:3, 3]
-    return np.column_stack([p, np.full(len(p), 0.7), t]).astype(np.float32)
+    return np.column_stack([p, np.full(len(p), 0.7 * 255), t]).astype(np.float32)
 
 
 def test_lidar_point_lands_in_expected_cell_and_slice():
