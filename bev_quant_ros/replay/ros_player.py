@@ -33,6 +33,7 @@ LARGE_SENSOR_TYPES = frozenset({"sensor_msgs/msg/Image", "sensor_msgs/msg/Compre
                                 "sensor_msgs/msg/PointCloud2"})
 LARGE_SENSOR_DEPTH = 30
 ACK_TIMEOUT_S = 2.0  # at the end, wait this long for reliable subscribers to take the last messages
+ACK_SLICE_S = 0.05
 
 
 def message_class(msgtype: str) -> type:
@@ -123,8 +124,7 @@ class BagPlayer:
                 stats.count(record.topic)
             summary = play_records(self.source.records, _RosSink(publishers, clock), self.config,
                                    MonotonicWaiter(stop_event), stats)
-            for publisher in publishers.values():
-                publisher.wait_for_all_acked(Duration(seconds=ACK_TIMEOUT_S))
+            self._wait_for_acks(list(publishers.values()), stop_event)
             return summary
         finally:
             for publisher in [*publishers.values(), *([clock] if clock else [])]:
@@ -141,11 +141,27 @@ class BagPlayer:
                                "its bytes would be misread")
 
     def _wait_for_subscribers(self, publishers: dict[str, Publisher], stop_event: threading.Event) -> None:
-        """Give discovery up to the configured time to match a subscriber on every topic."""
+        """Give discovery up to the configured time to match a subscriber on every timed topic.
+
+        Latched topics are not waited for: late joiners get them anyway.
+        """
+        timed = [p for name, p in publishers.items() if name not in LATCHED_TOPICS]
         deadline = time.monotonic() + self._wait_for_subscribers_s
         while (time.monotonic() < deadline and not stop_event.is_set()
-               and any(p.get_subscription_count() == 0 for p in publishers.values())):
+               and any(p.get_subscription_count() == 0 for p in timed)):
             stop_event.wait(0.05)
+
+    @staticmethod
+    def _wait_for_acks(publishers: list[Publisher], stop_event: threading.Event) -> None:
+        """Let reliable subscribers take the last messages before the publishers go away.
+
+        Acks may wait for the writer's periodic heartbeat (seconds), so all publishers
+        share one deadline and short slices keep a stop request effective.
+        """
+        deadline = time.monotonic() + ACK_TIMEOUT_S
+        pending = publishers
+        while pending and time.monotonic() < deadline and not stop_event.is_set():
+            pending = [p for p in pending if not p.wait_for_all_acked(Duration(seconds=ACK_SLICE_S))]
 
     def close(self) -> None:
         self.source.close()
