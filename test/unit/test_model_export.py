@@ -10,6 +10,7 @@ import onnx
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch (optional 'train' extra) is not installed")
+torch.set_num_threads(1)  # tiny tensors; extra threads only fight the other processes on the CPU
 
 from bev_quant_ros.engine.contract import CONTRACT_INPUTS, CONTRACT_OUTPUTS  # noqa: E402
 from bev_quant_ros.errors import ConfigError, ModelContractError  # noqa: E402

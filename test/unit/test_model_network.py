@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 torch = pytest.importorskip("torch", reason="torch (optional 'train' extra) is not installed")
+torch.set_num_threads(1)  # tiny tensors; extra threads only fight the other processes on the CPU
 import torch.nn.functional as F  # noqa: E402
 
 from bev_quant_ros.model_config import example_inputs  # noqa: E402
