@@ -7,9 +7,11 @@ Latched topics are split off because they are published once, before the timed s
 
 from __future__ import annotations
 
+import queue
+import threading
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterable, Iterator, Sequence
 
 from rosbags.rosbag2 import Reader
 
@@ -94,3 +96,48 @@ class BagSource:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+_END = object()
+
+
+def prefetched(records: Iterable[Record], depth: int) -> Iterator[Record]:
+    """Read ``records`` in a background thread, at most ``depth`` ahead of the consumer.
+
+    Reading a camera image from the bag costs about as much as publishing it; file reads
+    release the GIL, so reading ahead lets the two overlap instead of adding up. Errors of
+    the reader are re-raised in the consumer; closing the iterator early stops the thread.
+    """
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    closed = threading.Event()
+
+    def put(item: object) -> bool:
+        """Block until there is room, unless the consumer went away; True when queued."""
+        while not closed.is_set():
+            try:
+                buffer.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for record in records:
+                if not put(record):
+                    return
+        except BaseException as error:  # handed to the consumer, which re-raises it
+            put(error)
+            return
+        put(_END)
+
+    thread = threading.Thread(target=produce, name="bag-prefetch", daemon=True)
+    thread.start()
+    try:
+        while (item := buffer.get()) is not _END:
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        closed.set()
+        thread.join()

@@ -21,7 +21,7 @@ from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPo
 from rosgraph_msgs.msg import Clock
 
 from bev_quant_ros.errors import BagError, ConfigError
-from bev_quant_ros.replay.bag_source import LATCHED_TOPICS, BagSource, BagTopic
+from bev_quant_ros.replay.bag_source import LATCHED_TOPICS, BagSource, BagTopic, prefetched
 from bev_quant_ros.replay.player import (MonotonicWaiter, PlaybackConfig, PlaybackStats,
                                          PlaybackSummary, play_records)
 
@@ -34,6 +34,7 @@ LARGE_SENSOR_TYPES = frozenset({"sensor_msgs/msg/Image", "sensor_msgs/msg/Compre
 LARGE_SENSOR_DEPTH = 30
 ACK_TIMEOUT_S = 2.0  # at the end, wait this long for reliable subscribers to take the last messages
 ACK_SLICE_S = 0.05
+PREFETCH_DEPTH = 12  # messages read ahead: two frames of a six-camera rig (~50 MB at 900×1600)
 
 
 def message_class(msgtype: str) -> type:
@@ -122,8 +123,9 @@ class BagPlayer:
             for record in latched:
                 publishers[record.topic].publish(record.raw)
                 stats.count(record.topic)
-            summary = play_records(self.source.records, _RosSink(publishers, clock), self.config,
-                                   MonotonicWaiter(stop_event), stats)
+            sink, waiter = _RosSink(publishers, clock), MonotonicWaiter(stop_event)
+            summary = play_records(lambda: prefetched(self.source.records(), PREFETCH_DEPTH), sink,
+                                   self.config, waiter, stats)
             self._wait_for_acks(list(publishers.values()), stop_event)
             return summary
         finally:

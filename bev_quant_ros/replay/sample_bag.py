@@ -86,8 +86,8 @@ def _tf_static(ts: Typestore, stamp_ns: int):
 def _detections(ts: Typestore, stamp_ns: int, k: int):
     T = ts.types
     point = T["geometry_msgs/msg/Point"](x=10.0 + k, y=-2.0, z=0.5)
-    pose = T["geometry_msgs/msg/Pose"](position=point,
-                                       orientation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0))
+    identity = T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)
+    pose = T["geometry_msgs/msg/Pose"](position=point, orientation=identity)
     hypothesis = T["vision_msgs/msg/ObjectHypothesisWithPose"](
         hypothesis=T["vision_msgs/msg/ObjectHypothesis"](class_id="car", score=0.5 + 0.01 * k),
         pose=T["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=np.zeros(36)))

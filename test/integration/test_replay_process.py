@@ -113,10 +113,12 @@ def test_every_message_arrives_with_identical_content(ros_context, bags, storage
     # And the content is what the bag writer put in, through the custom type too.
     assert [m.data for m in collector.messages("/chatter")] == [f"message {k}" for k in range(11)]
     detection = collector.messages("/detections")[2].detections[0]
-    assert (detection.results[0].hypothesis.class_id, detection.id, detection.bbox.size.x) == ("car", "track-2", 4.5)
+    hypothesis = detection.results[0].hypothesis
+    assert (hypothesis.class_id, detection.id, detection.bbox.size.x) == ("car", "track-2", 4.5)
     image = collector.messages("/camera/image_raw")[0]
     assert (image.height, image.width, image.encoding, len(image.data)) == (4, 6, "rgb8", 72)
-    assert [t.child_frame_id for t in collector.messages("/tf_static")[0].transforms] == ["CAM_FRONT", "LIDAR_TOP"]
+    transforms = collector.messages("/tf_static")[0].transforms
+    assert [t.child_frame_id for t in transforms] == ["CAM_FRONT", "LIDAR_TOP"]
 
 
 def arrival_fit(collector: Collector, expected: dict[str, list]) -> tuple[float, float]:
@@ -145,7 +147,7 @@ def test_spacing_follows_stamps_and_rate_two_halves_it(ros_context, bags):
         finally:
             node.destroy_node()
         slopes[rate], worst_residual_s = arrival_fit(collector, expected)
-        assert worst_residual_s < 0.05, f"rate {rate}: arrivals off the recorded timing by {worst_residual_s}s"
+        assert worst_residual_s < 0.05, f"rate {rate}: arrivals {worst_residual_s}s off the recorded timing"
         clock = np.asarray(collector.clock)
         assert len(clock) > 50  # 100 Hz over ≥ 0.5 s, plus one per message
         assert np.all(np.diff(clock) >= 0), "/clock went backwards without a loop"
@@ -167,7 +169,8 @@ def test_loop_replays_with_time_going_backwards_and_latches_tf_static(ros_contex
         assert looped, f"no second loop: {len(collector.messages('/chatter'))} chatter, {backwards()} jumps"
         # /tf_static went out before the first pass; a subscriber joining now still gets it.
         late: list = []
-        late_node.create_subscription(type(expected["/tf_static"][0][1]), "/tf_static", late.append, LATCHED_QOS)
+        tf_class = type(expected["/tf_static"][0][1])
+        late_node.create_subscription(tf_class, "/tf_static", late.append, LATCHED_QOS)
         assert spin_until(late_node, lambda: late, timeout_s=10.0), "late joiner got no /tf_static"
     finally:
         code, out, err = stop_process(process)
@@ -183,11 +186,12 @@ def test_loop_replays_with_time_going_backwards_and_latches_tf_static(ros_contex
 
 
 def write_bag_with_unavailable_package(path: Path) -> None:
-    typestore = typestore_with({"bev_quant_absent_msgs/msg/Thing": "int32 value\n"})
+    msgtype = "bev_quant_absent_msgs/msg/Thing"
+    typestore = typestore_with({msgtype: "int32 value\n"})
     with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
-        connection = writer.add_connection("/thing", "bev_quant_absent_msgs/msg/Thing", typestore=typestore)
-        message = typestore.types["bev_quant_absent_msgs/msg/Thing"](value=3)
-        writer.write(connection, START_NS, typestore.serialize_cdr(message, "bev_quant_absent_msgs/msg/Thing"))
+        connection = writer.add_connection("/thing", msgtype, typestore=typestore)
+        message = typestore.types[msgtype](value=3)
+        writer.write(connection, START_NS, typestore.serialize_cdr(message, msgtype))
 
 
 @pytest.mark.parametrize("case, args, message", [

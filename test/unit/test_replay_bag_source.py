@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -9,7 +11,8 @@ from rosbags.rosbag2 import Reader
 from rosbags.typesys import get_types_from_msg
 
 from bev_quant_ros.errors import BagError
-from bev_quant_ros.replay.bag_source import BagSource
+from bev_quant_ros.replay.bag_source import BagSource, prefetched
+from bev_quant_ros.replay.player import Record
 from bev_quant_ros.replay.sample_bag import (START_NS, VISION_MSGS_DEFINITIONS, SampleBagLayout,
                                              typestore_with, write_sample_bag)
 
@@ -99,3 +102,37 @@ def test_corrupt_bag_is_a_bag_error(bag, tmp_path, damage):
 def test_negative_start_offset(bag):
     with pytest.raises(BagError, match="start offset"):
         BagSource(bag, start_offset_s=-1.0)
+
+
+def test_prefetch_keeps_order_and_content(bag):
+    with BagSource(bag) as source:
+        direct = list(source.records())
+        assert list(prefetched(source.records(), depth=2)) == direct
+
+
+def test_prefetch_reraises_reader_errors_in_the_consumer():
+    def failing():
+        yield Record("/a", 1, b"x")
+        raise BagError("cannot read bag 'x': truncated")
+
+    stream = prefetched(failing(), depth=4)
+    assert next(stream).raw == b"x"
+    with pytest.raises(BagError, match="truncated"):
+        next(stream)
+
+
+def test_closing_prefetch_early_stops_its_thread():
+    produced = []
+
+    def endless():
+        while True:
+            produced.append(len(produced))
+            yield Record("/a", len(produced), b"")
+
+    stream = prefetched(endless(), depth=3)
+    assert next(stream).stamp_ns == 1
+    stream.close()  # what a stopped playback does; must not hang on the full queue
+    count = len(produced)
+    time.sleep(0.3)
+    assert len(produced) == count <= 1 + 3 + 1  # consumed + queued + the one being put
+    assert not any(t.name == "bag-prefetch" for t in threading.enumerate())
