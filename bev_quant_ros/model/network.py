@@ -150,7 +150,9 @@ class BEVDetector(nn.Module):
         valid = prev_valid.reshape(b, 1, 1, 1)
         warped = warp_bev(prev_bev, ego_motion, self.warp_grid) * valid
         gate_logits, value = self.temporal(torch.cat([current, warped], dim=1)).chunk(2, dim=1)
-        bev_state = current + torch.sigmoid(gate_logits) * valid * torch.relu(value)
+        # tanh bounds what history adds (|state - current| < 1), so the state cannot grow over
+        # long sequences and has a fixed range for INT8
+        bev_state = current + torch.sigmoid(gate_logits) * valid * torch.tanh(value)
         x = self.head_trunk(self.attention(self.down(bev_state)))
         return self.heatmap_head(x), self.box_head(x), bev_state
 
