@@ -97,3 +97,18 @@ def test_prev_valid_zero_ignores_previous_state():
     with torch.no_grad():
         for a, b in zip(net(*inputs), net(*other)):
             assert torch.equal(a, b)
+
+
+def test_recurrent_state_stays_bounded_over_long_sequences():
+    torch.manual_seed(0)
+    net = BEVDetector(TINY).eval()
+    with torch.no_grad():
+        net.temporal.weight.mul_(50.0)  # an "unstable" recurrence: history strongly amplified
+        inputs = _batched(TINY)
+        state = torch.zeros_like(inputs[4])
+        for _ in range(30):
+            inputs[4] = state
+            _, _, state = net(*inputs)
+        inputs[6][:] = 0.0  # same frame without history: the state is the current BEV alone
+        _, _, current = net(*inputs)
+    assert (state - current).abs().max() <= 1.0
