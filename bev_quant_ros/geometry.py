@@ -9,8 +9,6 @@ same calibration drives rendering, the camera sampling grid and ``/tf_static``.
 
 from __future__ import annotations
 
-import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,8 +17,8 @@ import numpy as np
 import yaml
 
 from bev_quant_ros.errors import ConfigError
+from bev_quant_ros.resources import package_file
 
-PACKAGE = "bev_quant_ros"
 DEFAULT_RIG_FILE = "rig_nuscenes.yaml"
 CAMERA_ORDER: tuple[str, ...] = (
     "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT",
@@ -147,15 +145,8 @@ def quaternion_to_yaw(q_xyzw: Sequence[float]) -> float:
 
 
 def default_rig_path() -> Path:
-    """The rig YAML next to the package source, else in an installed share dir."""
-    candidates = [Path(__file__).resolve().parent.parent / "config" / DEFAULT_RIG_FILE]
-    prefixes = [p for p in os.environ.get("AMENT_PREFIX_PATH", "").split(os.pathsep) if p]
-    for prefix in [*prefixes, sys.prefix]:
-        candidates.append(Path(prefix) / "share" / PACKAGE / "config" / DEFAULT_RIG_FILE)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    raise ConfigError(f"{DEFAULT_RIG_FILE} not found; looked in: {', '.join(map(str, candidates))}")
+    """The shipped rig YAML (source checkout first, then the installed share dir)."""
+    return package_file("config", DEFAULT_RIG_FILE)
 
 
 def load_rig(path: str | Path | None = None) -> Rig:

@@ -1,27 +1,58 @@
 """`bev_perception_node`: the ROS 2 adapter around the BEV pipeline.
 
-This module only does ROS work: declare and validate parameters, publish
-diagnostics, and (as the pipeline lands) convert messages and publish
-detections. Everything else is plain Python in the rest of the package.
+Only ROS work happens here: parameters, subscriptions, message conversion,
+the inference thread, publishing and diagnostics. Frame assembly, reset rules,
+the engine and decoding are the plain-Python pipeline shared with the tools.
+
+Threading: executor callbacks only store messages (cheap), so they never wait
+for inference. Complete (or timed-out) camera sets go into a one-element
+latest-wins slot; one worker thread converts the messages of the newest set,
+runs the pipeline and publishes. A set replaced in the slot before the worker
+took it is counted as dropped.
 """
 
 from __future__ import annotations
 
 import sys
+import threading
 import time
-from typing import Any, Sequence
+from pathlib import Path
+from typing import Any, Callable, Sequence
 
+import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from rcl_interfaces.msg import FloatingPointRange, ParameterDescriptor
+from nav_msgs.msg import Odometry
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Float64
+from std_srvs.srv import Trigger
+from tf2_msgs.msg import TFMessage
+from vision_msgs.msg import Detection3DArray
+from visualization_msgs.msg import MarkerArray
 
 from bev_quant_ros import __version__
-from bev_quant_ros.errors import ConfigError
+from bev_quant_ros.calibration import RigCalibration
+from bev_quant_ros.errors import BevQuantError, ConfigError, InvalidMessageError
+from bev_quant_ros.frame_slot import LatestSlot
+from bev_quant_ros.geometry import load_rig, pose_matrix
 from bev_quant_ros.params import NODE_PARAMS, ParamSpec, validate
+from bev_quant_ros.pipeline import BevPipeline, PipelineResult, SensorFrame
+from bev_quant_ros.resources import default_model_path
+from bev_quant_ros.ros_convert import (boxes_to_detection_array, boxes_to_markers, camera_info_to_intrinsics,
+                                       compressed_to_rgb, image_to_rgb, odometry_to_pose, pointcloud_to_points,
+                                       stamp_to_ns)
+from bev_quant_ros.runtime_stats import RuntimeStats
+from bev_quant_ros.sync import AssembledFrame, FrameAssembler
+from bev_quant_ros.temporal import PoseBuffer, TemporalState
 
 NODE_NAME = "bev_perception_node"
+STAGES = ("preprocess", "engine", "decode", "processing", "pipeline_latency")
+LOG_THROTTLE_S = 5.0
 
 
 def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -30,27 +61,60 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
     if spec.choices:
         description += f" (one of: {', '.join(spec.choices)})"
     descriptor = ParameterDescriptor(description=description, read_only=True)
-    if isinstance(spec.default, float) and spec.min_value is not None and spec.max_value is not None:
-        descriptor.floating_point_range = [
-            FloatingPointRange(from_value=float(spec.min_value), to_value=float(spec.max_value), step=0.0)
-        ]
+    if spec.min_value is not None and spec.max_value is not None:
+        if isinstance(spec.default, float):
+            descriptor.floating_point_range = [FloatingPointRange(
+                from_value=float(spec.min_value), to_value=float(spec.max_value), step=0.0)]
+        elif isinstance(spec.default, int) and not isinstance(spec.default, bool):
+            descriptor.integer_range = [IntegerRange(
+                from_value=int(spec.min_value), to_value=int(spec.max_value), step=1)]
     return descriptor
 
 
+def _transform_matrix(transform) -> np.ndarray:
+    t, q = transform.translation, transform.rotation
+    return pose_matrix([t.x, t.y, t.z], [q.x, q.y, q.z, q.w])
+
+
 class BevPerceptionNode(Node):
-    """Declares the parameters, validates them, and reports status on /diagnostics."""
+    """Six cameras + lidar + ego pose in, Detection3DArray out (see module docstring)."""
 
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         self.config = self._declare_and_validate_parameters()
+        cfg = self.config
+        self.pipeline = self._load_pipeline()
+        description = self.pipeline.engine.describe()
+        self.backend, self.precision = description.backend, description.precision
+        self.calibration = RigCalibration(self.pipeline.rig, base_frame=cfg["output_frame_id"])
+        self.assembler: FrameAssembler[Any, PointCloud2] = FrameAssembler(
+            num_cameras=len(cfg["camera_names"]), sync_slop_s=cfg["sync_slop_s"],
+            camera_timeout_s=cfg["camera_timeout_s"], max_lidar_age_s=cfg["max_lidar_age_s"])
+        self.poses = PoseBuffer()
+        self.stats = RuntimeStats(STAGES)
+        self.slot: LatestSlot[AssembledFrame] = LatestSlot()
+        self._lock = threading.Lock()  # assembler, poses and pending rig: executor vs worker
+        self._pending_rig = None
+        self._last_result: PipelineResult | None = None
+        self._errors_at_last_report = 0
         self._start_monotonic = time.monotonic()
-        self._diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
-        self._diagnostics_timer = self.create_timer(self.config["diagnostics_period_s"],
-                                                    self._publish_diagnostics)
-        self.get_logger().info(
-            f"{NODE_NAME} {__version__} configured: backend={self.config['backend']} "
-            f"precision={self.config['precision']}")
 
+        self._create_subscriptions()
+        self.detections_pub = self.create_publisher(Detection3DArray, "~/detections", 10)
+        self.markers_pub = self.create_publisher(MarkerArray, "~/markers", 10) if cfg["publish_markers"] else None
+        self.processing_time_pub = self.create_publisher(Float64, "~/debug/processing_time_ms", 10)
+        self.latency_pub = self.create_publisher(Float64, "~/debug/pipeline_latency_ms", 10)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.create_service(Trigger, "~/reset", self._on_reset)
+        self.create_timer(cfg["diagnostics_period_s"], self._publish_diagnostics)
+        self.create_timer(max(cfg["camera_timeout_s"] / 2.0, 0.01), self._poll_assembler)
+        self._worker = threading.Thread(target=self._worker_loop, name="bev_inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"{NODE_NAME} {__version__}: {description.backend} {description.precision} "
+            f"model {description.model_path} ({description.details.get('selection_reason', '')})")
+
+    # ---- start-up -------------------------------------------------------------------------
     def _declare_and_validate_parameters(self) -> dict[str, Any]:
         values: dict[str, Any] = {}
         for spec in NODE_PARAMS:
@@ -61,26 +125,227 @@ class BevPerceptionNode(Node):
                 raise ConfigError(f"parameter '{spec.name}': {exc}") from exc
         return validate(values)
 
+    def _load_pipeline(self) -> BevPipeline:
+        cfg = self.config
+        try:
+            rig = load_rig(cfg["rig_path"] or None)
+        except ConfigError as exc:
+            raise ConfigError(f"parameter 'rig_path': {exc}") from exc
+        try:
+            model_path = Path(cfg["model_path"]) if cfg["model_path"] else default_model_path(cfg["precision"])
+        except ConfigError as exc:
+            raise ConfigError(f"parameter 'model_path' is empty and no shipped {cfg['precision']} "
+                              f"model exists: {exc}") from exc
+        temporal = TemporalState(max_gap_s=cfg["max_gap_s"], max_ego_speed_mps=cfg["max_ego_speed_mps"],
+                                 max_ego_yaw_rate_rps=cfg["max_ego_yaw_rate_rps"])
+        try:
+            pipeline = BevPipeline.from_model(
+                model_path, backend=cfg["backend"], precision=cfg["precision"], rig=rig,
+                score_threshold=cfg["score_threshold"], max_detections=cfg["max_detections"],
+                temporal=temporal, intra_op_num_threads=cfg["intra_op_num_threads"])
+        except BevQuantError as exc:
+            raise ConfigError(f"parameter 'model_path' ({model_path}): {exc}") from exc
+        pipeline.engine.warmup()
+        return pipeline
+
+    def _create_subscriptions(self) -> None:
+        cfg = self.config
+        sensor_qos = qos_profile_sensor_data if cfg["qos_reliability"] == "best_effort" else QoSProfile(
+            depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
+        compressed = cfg["image_transport"] == "compressed"
+        for index, name in enumerate(cfg["camera_names"]):
+            topic = f"/{name}/image_raw" + ("/compressed" if compressed else "")
+            self.create_subscription(CompressedImage if compressed else Image, topic,
+                                     self._camera_callback(index), sensor_qos)
+            self.create_subscription(CameraInfo, f"/{name}/camera_info",
+                                     self._camera_info_callback(index), sensor_qos)
+        self.create_subscription(PointCloud2, cfg["lidar_topic"], self._on_lidar, sensor_qos)
+        if cfg["ego_pose_source"] == "odom":
+            self.create_subscription(Odometry, cfg["odom_topic"], self._on_odometry, sensor_qos)
+        else:
+            self.create_subscription(TFMessage, "/tf", self._on_tf, QoSProfile(depth=100))
+        static_qos = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL,
+                                reliability=ReliabilityPolicy.RELIABLE)
+        self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, static_qos)
+
+    # ---- executor callbacks: store and return ---------------------------------------------
+    def _camera_callback(self, index: int) -> Callable[[Image | CompressedImage], None]:
+        def on_image(msg: Image | CompressedImage) -> None:
+            self.stats.tick(f"camera_{index}")
+            with self._lock:
+                frames = self.assembler.add_camera(index, stamp_to_ns(msg.header.stamp), msg)
+            self._hand_over(frames)
+        return on_image
+
+    def _camera_info_callback(self, index: int) -> Callable[[CameraInfo], None]:
+        def on_camera_info(msg: CameraInfo) -> None:
+            try:
+                K = camera_info_to_intrinsics(msg)
+            except InvalidMessageError as exc:
+                self._bad_input(f"/{self.config['camera_names'][index]}/camera_info", exc)
+                return
+            with self._lock:
+                if self.calibration.update_intrinsics(index, K, msg.width, msg.height, msg.header.frame_id):
+                    self._pending_rig = self.calibration.rig
+        return on_camera_info
+
+    def _on_lidar(self, msg: PointCloud2) -> None:
+        self.stats.tick("lidar")
+        with self._lock:
+            self.assembler.add_lidar(stamp_to_ns(msg.header.stamp), msg)
+
+    def _on_odometry(self, msg: Odometry) -> None:
+        try:
+            T = odometry_to_pose(msg)
+        except InvalidMessageError as exc:
+            self._bad_input(self.config["odom_topic"], exc)
+            return
+        with self._lock:
+            self.poses.add(stamp_to_ns(msg.header.stamp), T)
+
+    def _on_tf(self, msg: TFMessage) -> None:
+        for transform in msg.transforms:
+            if (transform.header.frame_id == self.config["odom_frame_id"]
+                    and transform.child_frame_id == self.config["output_frame_id"]):
+                with self._lock:
+                    self.poses.add(stamp_to_ns(transform.header.stamp), _transform_matrix(transform.transform))
+
+    def _on_tf_static(self, msg: TFMessage) -> None:
+        with self._lock:
+            changed = [self.calibration.add_static_transform(
+                t.header.frame_id, t.child_frame_id, _transform_matrix(t.transform)) for t in msg.transforms]
+            if any(changed):
+                self._pending_rig = self.calibration.rig
+
+    def _poll_assembler(self) -> None:
+        with self._lock:
+            frames = self.assembler.poll()
+        self._hand_over(frames)
+
+    def _hand_over(self, frames: list[AssembledFrame]) -> None:
+        for frame in frames:
+            self.slot.put(frame)
+
+    def _on_reset(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self.pipeline.request_reset()
+        response.success, response.message = True, "recurrent BEV state will be reset before the next frame"
+        self.get_logger().info("reset requested through ~/reset")
+        return response
+
+    # ---- inference worker -----------------------------------------------------------------
+    def _worker_loop(self) -> None:
+        while not self.slot.closed:
+            assembled = self.slot.take(timeout_s=0.5)
+            if assembled is None:
+                continue
+            try:
+                self._process(assembled)
+            except Exception as exc:  # keep the worker alive whatever one frame does
+                self._bad_input("pipeline", exc)
+
+    def _process(self, assembled: AssembledFrame) -> None:
+        with self._lock:
+            rig, self._pending_rig = self._pending_rig, None
+            T_world_ego = self.poses.pose_at(assembled.stamp_ns)
+            T_world_ego_lidar = (self.poses.pose_at(assembled.lidar_stamp_ns)
+                                 if assembled.lidar_stamp_ns is not None else None)
+        if rig is not None:
+            self.pipeline.set_rig(rig)
+            self.get_logger().info("camera calibration changed: sampling grid recomputed")
+        frame = SensorFrame(assembled.stamp_ns, self._decode_images(assembled), self._decode_lidar(assembled),
+                            assembled.lidar_stamp_ns, T_world_ego, T_world_ego_lidar)
+        if frame.points is None:
+            frame.lidar_stamp_ns = None
+        result = self.pipeline.process(frame)
+        self._publish(result)
+
+    def _decode_images(self, assembled: AssembledFrame) -> list[np.ndarray | None]:
+        images: list[np.ndarray | None] = []
+        for index, msg in enumerate(assembled.images):
+            image = None
+            if msg is not None:
+                try:
+                    image = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+                except InvalidMessageError as exc:
+                    self._bad_input(f"/{self.config['camera_names'][index]}/image_raw", exc)
+            images.append(image)
+        return images
+
+    def _decode_lidar(self, assembled: AssembledFrame) -> np.ndarray | None:
+        if assembled.lidar is None:
+            return None
+        try:
+            return pointcloud_to_points(assembled.lidar)
+        except InvalidMessageError as exc:
+            self._bad_input(self.config["lidar_topic"], exc)
+            return None
+
+    def _publish(self, result: PipelineResult) -> None:
+        frame_id = self.config["output_frame_id"]
+        self.detections_pub.publish(boxes_to_detection_array(result.detections, result.stamp_ns, frame_id))
+        if self.markers_pub is not None:
+            self.markers_pub.publish(boxes_to_markers(result.detections, result.stamp_ns, frame_id))
+        latency_ms = (self.get_clock().now().nanoseconds - result.stamp_ns) / 1e6
+        timings = result.timings
+        self.processing_time_pub.publish(Float64(data=timings.total_ms))
+        self.latency_pub.publish(Float64(data=latency_ms))
+        for stage, value in (("preprocess", timings.preprocess_ms), ("engine", timings.engine_ms),
+                             ("decode", timings.decode_ms), ("processing", timings.total_ms),
+                             ("pipeline_latency", latency_ms)):
+            self.stats.add_latency(stage, value)
+        self.stats.tick("output")
+        self.stats.count("frames_processed")
+        if result.reset_reason is not None:
+            self.stats.count(f"resets.{result.reset_reason.value}")
+            self.get_logger().info(f"recurrent state reset: {result.reset_reason.value}")
+        self._last_result = result
+
+    def _bad_input(self, source: str, exc: Exception) -> None:
+        """Count by cause and log at most once per LOG_THROTTLE_S per cause."""
+        cause = f"{source}: {type(exc).__name__}"
+        count = self.stats.error(cause)
+        self.get_logger().error(f"{cause} (#{count}): {exc}", throttle_duration_sec=LOG_THROTTLE_S)
+
+    # ---- diagnostics ----------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
-        status = DiagnosticStatus(
-            level=DiagnosticStatus.OK,
-            name=f"{self.get_name()}: pipeline",
-            message="configured, waiting for sensor data",
-            hardware_id=self.config["backend"],
-            values=[
-                KeyValue(key="backend", value=self.config["backend"]),
-                KeyValue(key="precision", value=self.config["precision"]),
-                KeyValue(key="model_path", value=self.config["model_path"] or "<shipped default>"),
-                KeyValue(key="uptime_s", value=f"{time.monotonic() - self._start_monotonic:.1f}"),
-            ],
-        )
+        counters = self.assembler.counters
+        self.stats.counters["frames_dropped_latest_wins"] = self.slot.dropped
+        for name in ("frames_complete", "frames_partial", "frames_without_lidar", "late_camera_messages",
+                     "duplicate_camera_messages", "late_lidar_messages", "time_jumps_back"):
+            self.stats.counters[f"sync.{name}"] = getattr(counters, name)
+        values = {"backend": self.backend, "precision": self.precision,
+                  "uptime_s": f"{time.monotonic() - self._start_monotonic:.1f}"}
+        last = self._last_result
+        if last is not None:
+            for name, valid in zip(self.config["camera_names"], last.camera_valid):
+                values[f"camera_valid.{name}"] = str(bool(valid))
+            values["last_frame.lidar_used"] = str(last.lidar_used)
+            values["last_frame.detections"] = str(len(last.detections))
+        values.update(self.stats.key_values())
+        errors = sum(self.stats.errors.values())
+        level, message = DiagnosticStatus.OK, "running"
+        if last is None:
+            level, message = DiagnosticStatus.WARN, "waiting for sensor data"
+        elif errors > self._errors_at_last_report:
+            level, message = DiagnosticStatus.WARN, f"{errors - self._errors_at_last_report} bad inputs since last report"
+        elif not last.camera_valid.all():
+            level, message = DiagnosticStatus.WARN, "camera(s) missing in the last frame"
+        self._errors_at_last_report = errors
+        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: pipeline", message=message,
+                                  hardware_id=self.backend,
+                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
-        self._diagnostics_pub.publish(msg)
+        self.diagnostics_pub.publish(msg)
+
+    def close(self) -> None:
+        """Stop the worker thread (called before destroy_node)."""
+        self.slot.close()
+        self._worker.join(timeout=5.0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Console entry point; exit code 2 on a bad parameter, 0 on shutdown."""
+    """Console entry point; exit code 2 on a bad parameter or model, 0 on shutdown."""
     rclpy.init(args=list(sys.argv if argv is None else argv))
     try:
         node = BevPerceptionNode()
@@ -93,6 +358,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        node.close()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

@@ -57,14 +57,23 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("backend", "auto", "inference runtime; auto = TensorRT when a GPU and TensorRT "
               "are present, else ONNX Runtime", choices=("auto", "onnxruntime", "tensorrt")),
     ParamSpec("precision", "int8", "engine precision to run", choices=("int8", "fp32")),
-    ParamSpec("output_frame_id", "base_link", "frame_id stamped on published detections"),
+    ParamSpec("rig_path", "", "rig YAML (camera intrinsics/extrinsics, lidar mount); empty = shipped "
+              "config/rig_nuscenes.yaml; CameraInfo and /tf_static override it at run time"),
+    ParamSpec("output_frame_id", "base_link", "ego frame: detections are stamped with it and "
+              "camera extrinsics are looked up relative to it in /tf_static"),
+    ParamSpec("intra_op_num_threads", 0, "ONNX Runtime threads per inference; 0 = one per core",
+              min_value=0, max_value=64),
     ParamSpec("camera_names", list(DEFAULT_CAMERA_NAMES),
               "the six cameras in model order; topics are /<name>/image_raw and /<name>/camera_info",
               list_length=6),
     ParamSpec("image_transport", "raw", "camera message type: raw = sensor_msgs/Image, "
               "compressed = sensor_msgs/CompressedImage", choices=("raw", "compressed")),
     ParamSpec("lidar_topic", "/lidar/points", "sensor_msgs/PointCloud2 topic"),
+    ParamSpec("ego_pose_source", "odom", "where the ego pose comes from: odom = nav_msgs/Odometry "
+              "on odom_topic, tf = the odom_frame_id -> output_frame_id transform on /tf",
+              choices=("odom", "tf")),
     ParamSpec("odom_topic", "/odom", "nav_msgs/Odometry topic with the ego pose"),
+    ParamSpec("odom_frame_id", "odom", "fixed frame of the ego pose when ego_pose_source = tf"),
     ParamSpec("qos_reliability", "best_effort", "sensor subscription reliability",
               choices=("best_effort", "reliable")),
     ParamSpec("sync_slop_s", 0.02, "max stamp spread of one camera set", min_value=0.0, max_value=0.1),
@@ -74,7 +83,13 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
               min_value=0.0, max_value=1.0),
     ParamSpec("max_gap_s", 0.5, "a longer gap between frames resets the recurrent state",
               min_value=0.0, max_value=10.0),
-    ParamSpec("score_threshold", 0.3, "minimum detection score published", min_value=0.0, max_value=1.0),
+    ParamSpec("max_ego_speed_mps", 70.0, "a pose step implying a higher speed is a jump and "
+              "resets the recurrent state", min_value=1.0, max_value=200.0),
+    ParamSpec("max_ego_yaw_rate_rps", 3.0, "a pose step implying a higher yaw rate resets the state",
+              min_value=0.1, max_value=20.0),
+    ParamSpec("score_threshold", 0.3, "minimum detection score published", min_value=0.001, max_value=1.0),
+    ParamSpec("max_detections", 100, "most detections published per frame", min_value=1, max_value=1000),
+    ParamSpec("publish_markers", True, "also publish ~/markers (visualization_msgs/MarkerArray)"),
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics messages",
               min_value=0.05, max_value=60.0),
 )

@@ -20,7 +20,7 @@ from bev_quant_ros.boxes import Boxes3D
 from bev_quant_ros.decode import DecodeConfig, decode
 from bev_quant_ros.engine.base import Engine, create_engine
 from bev_quant_ros.engine.contract import NUM_CAMERAS
-from bev_quant_ros.errors import InvalidMessageError
+from bev_quant_ros.errors import InvalidMessageError, ModelContractError
 from bev_quant_ros.geometry import Rig, load_rig
 from bev_quant_ros.model_config import ModelConfig, model_config_for_onnx
 from bev_quant_ros.preprocess import camera_sampling_grid, ego_motion_affine, lidar_bev, prepare_images
@@ -88,6 +88,8 @@ class BevPipeline:
                    rig: Rig | None = None, score_threshold: float = 0.3, max_detections: int = 100,
                    temporal: TemporalState | None = None, **engine_options: Any) -> "BevPipeline":
         """Load the model and its config (the YAML next to the ONNX) and build the pipeline."""
+        if not Path(model_path).is_file():
+            raise ModelContractError(f"model file {model_path} does not exist")
         model_config = model_config_for_onnx(model_path)
         engine = create_engine(model_path, backend=backend, precision=precision,
                                expected_dims=model_config.symbols(), **engine_options)

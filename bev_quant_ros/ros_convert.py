@@ -21,6 +21,7 @@ from visualization_msgs.msg import Marker, MarkerArray
 from bev_quant_ros.boxes import Boxes3D
 from bev_quant_ros.errors import InvalidMessageError
 from bev_quant_ros.geometry import pose_matrix, yaw_to_quaternion
+from bev_quant_ros.sim.ground_truth import VELOCITY_HYPOTHESIS
 
 NS_PER_S = 1_000_000_000
 LIDAR_FIELDS: tuple[str, ...] = ("x", "y", "z", "intensity", "t")
@@ -159,7 +160,12 @@ def _box_pose(center: np.ndarray, yaw: float) -> Pose:
 
 
 def boxes_to_detection_array(boxes: Boxes3D, stamp_ns: int, frame_id: str) -> Detection3DArray:
-    """Detection3DArray: class in ``class_id``, score, box pose (centre, yaw) and size."""
+    """Detection3DArray in the encoding of ``sim/ground_truth.py``.
+
+    ``results[0]``: class in ``class_id`` with the score, pose = box centre;
+    ``results[1]``: ``class_id`` "velocity", score 0, ``pose.pose.position`` = (vx, vy, 0) m/s
+    (Detection3D has no twist); ``bbox``: centre, yaw and size (l, w, h).
+    """
     msg = Detection3DArray()
     msg.header.stamp, msg.header.frame_id = ns_to_stamp(stamp_ns), frame_id
     scores = boxes.scores if boxes.scores is not None else np.ones(len(boxes))
@@ -168,7 +174,9 @@ def boxes_to_detection_array(boxes: Boxes3D, stamp_ns: int, frame_id: str) -> De
         hypothesis = ObjectHypothesisWithPose(
             hypothesis=ObjectHypothesis(class_id=boxes.class_names[i], score=float(scores[i])))
         hypothesis.pose.pose = pose
-        detection = Detection3D(header=msg.header, results=[hypothesis], id=str(i),
+        velocity = ObjectHypothesisWithPose(hypothesis=ObjectHypothesis(class_id=VELOCITY_HYPOTHESIS, score=0.0))
+        velocity.pose.pose.position = Point(x=float(boxes.velocities[i, 0]), y=float(boxes.velocities[i, 1]))
+        detection = Detection3D(header=msg.header, results=[hypothesis, velocity], id=str(i),
                                 bbox=BoundingBox3D(center=pose, size=Vector3(
                                     x=float(boxes.sizes[i, 0]), y=float(boxes.sizes[i, 1]),
                                     z=float(boxes.sizes[i, 2]))))

@@ -94,9 +94,13 @@ def boxes_to_detection_array(store: Typestore, boxes: Boxes3D, track_ids: np.nda
     return t[DETECTION3D_ARRAY](header=header, detections=detections)
 
 
-def detection_array_to_boxes(msg) -> Boxes3D:
-    """Inverse of :func:`boxes_to_detection_array` (works on rosbags or rclpy messages)."""
-    centers, sizes, yaws, velocities, names = [], [], [], [], []
+def detection_array_to_boxes(msg, with_scores: bool = False) -> Boxes3D:
+    """Inverse of :func:`boxes_to_detection_array` (works on rosbags or rclpy messages).
+
+    The node publishes detections in the same encoding; ``with_scores`` keeps the
+    class hypothesis scores (detections) instead of dropping them (ground truth).
+    """
+    centers, sizes, yaws, velocities, names, scores = [], [], [], [], [], []
     for det in msg.detections:
         classes = [r for r in det.results if r.hypothesis.class_id != VELOCITY_HYPOTHESIS]
         if not classes:
@@ -109,9 +113,11 @@ def detection_array_to_boxes(msg) -> Boxes3D:
         yaws.append(quaternion_to_yaw((o.x, o.y, o.z, o.w)))
         velocities.append((vel[0].pose.pose.position.x, vel[0].pose.pose.position.y) if vel else (np.nan, np.nan))
         names.append(best.hypothesis.class_id)
+        scores.append(best.hypothesis.score)
     n = len(names)
     return Boxes3D(np.array(centers, float).reshape(n, 3), np.array(sizes, float).reshape(n, 3),
-                   np.array(yaws, float).reshape(n), np.array(velocities, float).reshape(n, 2), names)
+                   np.array(yaws, float).reshape(n), np.array(velocities, float).reshape(n, 2), names,
+                   np.array(scores, float).reshape(n) if with_scores else None)
 
 
 def read_ground_truth(bag_dir: str | Path) -> dict[int, Boxes3D]:

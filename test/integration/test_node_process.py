@@ -20,8 +20,8 @@ def ros_context():
     rclpy.try_shutdown()
 
 
-def test_node_publishes_diagnostics_with_its_status(ros_context):
-    process = start_process([installed_executable(NODE), "--ros-args",
+def test_node_publishes_diagnostics_with_its_status(ros_context, tiny_model_path):
+    process = start_process([installed_executable(NODE), "--ros-args", "-p", f"model_path:={tiny_model_path}",
                              "-p", "precision:=fp32", "-p", "diagnostics_period_s:=0.5"])
     listener = rclpy.create_node("diagnostics_listener")
     received: list[DiagnosticStatus] = []
@@ -39,9 +39,9 @@ def test_node_publishes_diagnostics_with_its_status(ros_context):
     status = received[-1]
     values = {kv.key: kv.value for kv in status.values}
     assert status.name == f"{NODE}: pipeline"
-    assert status.level == DiagnosticStatus.OK
+    assert status.level == DiagnosticStatus.WARN and status.message == "waiting for sensor data"
     assert values["precision"] == "fp32"  # the override reached the node
-    assert values["backend"] == "auto"
+    assert values["backend"] == "onnxruntime"  # auto resolved: no TensorRT here
     assert float(values["uptime_s"]) >= 0.0
     assert code == 0, f"node did not shut down cleanly on SIGINT: {err}"
 
@@ -50,6 +50,9 @@ def test_node_publishes_diagnostics_with_its_status(ros_context):
     ("sync_slop_s:=5.0", "sync_slop_s"),          # outside the descriptor range
     ("backend:=cuda", "backend"),                  # not one of the choices
     ("score_threshold:=high", "score_threshold"),  # wrong type
+    ("intra_op_num_threads:=-1", "intra_op_num_threads"),
+    ("model_path:=/nonexistent/model.onnx", "model_path"),
+    ("rig_path:=/nonexistent/rig.yaml", "rig_path"),
 ])
 def test_bad_parameter_exits_non_zero_naming_it(override, name):
     result = subprocess.run([installed_executable(NODE), "--ros-args", "-p", override],

@@ -194,12 +194,24 @@ def write_bag_with_unavailable_package(path: Path) -> None:
         writer.write(connection, START_NS, typestore.serialize_cdr(message, msgtype))
 
 
+def write_bag_with_foreign_type_hash(path: Path) -> None:
+    """A String topic whose recorded type hash is not the installed one (another layout)."""
+    typestore = typestore_with({})
+    msgdef, _ = typestore.generate_msgdef("std_msgs/msg/String", ros_version=2)
+    with Writer(path, version=9, storage_plugin=StoragePlugin.MCAP) as writer:
+        connection = writer.add_connection("/chatter", "std_msgs/msg/String", msgdef=msgdef,
+                                           rihs01="RIHS01_" + "ab" * 32)
+        message = typestore.types["std_msgs/msg/String"](data="x")
+        writer.write(connection, START_NS, typestore.serialize_cdr(message, "std_msgs/msg/String"))
+
+
 @pytest.mark.parametrize("case, args, message", [
     ("missing", ["--bag", "{tmp}/absent"], "does not exist"),
     ("corrupt", ["--bag", "{tmp}/corrupt"], "cannot read bag"),
     ("rate", ["--bag", "{mcap}", "--rate", "0"], "rate must be > 0"),
     ("topic", ["--bag", "{mcap}", "--topics", "/chatter", "/nope"], "topics not in bag"),
     ("package", ["--bag", "{tmp}/absent_pkg"], "Python package 'bev_quant_absent_msgs' is missing"),
+    ("hash", ["--bag", "{tmp}/foreign_hash"], "recorded with type hash RIHS01_abab"),
 ])
 def test_bad_input_exits_non_zero_with_one_line(bags, tmp_path, case, args, message):
     if case == "corrupt":
@@ -207,6 +219,8 @@ def test_bad_input_exits_non_zero_with_one_line(bags, tmp_path, case, args, mess
         (tmp_path / "corrupt" / "metadata.yaml").write_text("rosbag2_bagfile_information: {version: 9}\n")
     if case == "package":
         write_bag_with_unavailable_package(tmp_path / "absent_pkg")
+    if case == "hash":
+        write_bag_with_foreign_type_hash(tmp_path / "foreign_hash")
     argv = [a.format(tmp=tmp_path, mcap=bags["mcap"]) for a in args]
     result = subprocess.run([installed_executable("bev-quant"), "replay", *argv],
                             capture_output=True, text=True, timeout=60)

@@ -13,6 +13,7 @@ from vision_msgs.msg import Detection3DArray
 from bev_quant_ros.boxes import Boxes3D
 from bev_quant_ros.errors import InvalidMessageError
 from bev_quant_ros.geometry import quaternion_to_yaw
+from bev_quant_ros.sim.ground_truth import detection_array_to_boxes
 from bev_quant_ros.ros_convert import (boxes_to_detection_array, boxes_to_markers,
                                        camera_info_to_intrinsics, compressed_to_rgb, image_to_rgb,
                                        ns_to_stamp, odometry_to_pose, pointcloud_to_points,
@@ -121,7 +122,8 @@ def test_camera_info_and_odometry():
 
 def test_boxes_to_detection_array_and_markers():
     boxes = Boxes3D(np.array([[10.0, -2.0, 0.8], [4.0, 3.0, 0.9]]), np.array([[4.5, 1.9, 1.6], [0.7, 0.7, 1.8]]),
-                    np.array([0.5, -3.0]), np.zeros((2, 2)), ["car", "pedestrian"], np.array([0.9, 0.4]))
+                    np.array([0.5, -3.0]), np.array([[8.0, -0.5], [1.2, 0.0]]), ["car", "pedestrian"],
+                    np.array([0.9, 0.4]))
     msg = deserialize_message(serialize_message(boxes_to_detection_array(boxes, 1_000_000_033, "base_link")),
                               Detection3DArray)
     assert msg.header.frame_id == "base_link" and stamp_to_ns(msg.header.stamp) == 1_000_000_033
@@ -130,5 +132,10 @@ def test_boxes_to_detection_array_and_markers():
     q = msg.detections[1].bbox.center.orientation
     assert quaternion_to_yaw([q.x, q.y, q.z, q.w]) == pytest.approx(-3.0)
     assert msg.detections[0].bbox.size.x == 4.5 and msg.detections[0].bbox.center.position.y == -2.0
+    back = detection_array_to_boxes(msg, with_scores=True)  # the evaluation's decoder
+    np.testing.assert_allclose(back.velocities, boxes.velocities)
+    np.testing.assert_allclose(back.yaws, boxes.yaws)
+    np.testing.assert_allclose(back.scores, boxes.scores)
+    assert back.class_names == boxes.class_names
     markers = boxes_to_markers(boxes, 5, "base_link")
     assert len(markers.markers) == 3 and markers.markers[2].ns == "pedestrian"
