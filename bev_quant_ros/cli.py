@@ -19,6 +19,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "bev_quant_ros.replay.cli",
     "bev_quant_ros.model.cli",
     "bev_quant_ros.engine.cli",
+    "bev_quant_ros.evaluation.cli",
 )
 
 

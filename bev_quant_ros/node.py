@@ -39,13 +39,13 @@ from bev_quant_ros import __version__
 from bev_quant_ros.calibration import RigCalibration
 from bev_quant_ros.errors import BevQuantError, ConfigError, InvalidMessageError
 from bev_quant_ros.frame_slot import LatestSlot
-from bev_quant_ros.geometry import load_rig, pose_matrix
+from bev_quant_ros.geometry import load_rig
 from bev_quant_ros.params import NODE_PARAMS, ParamSpec, validate
 from bev_quant_ros.pipeline import BevPipeline, PipelineResult, SensorFrame
 from bev_quant_ros.resources import default_model_path
-from bev_quant_ros.ros_convert import (boxes_to_detection_array, boxes_to_markers, camera_info_to_intrinsics,
-                                       compressed_to_rgb, image_to_rgb, odometry_to_pose, pointcloud_to_points,
-                                       stamp_to_ns)
+from bev_quant_ros.msg_decode import (camera_info_to_intrinsics, compressed_to_rgb, image_to_rgb,
+                                      odometry_to_pose, pointcloud_to_points, stamp_to_ns, transform_to_matrix)
+from bev_quant_ros.ros_convert import boxes_to_detection_array, boxes_to_markers
 from bev_quant_ros.runtime_stats import RuntimeStats
 from bev_quant_ros.sync import AssembledFrame, FrameAssembler
 from bev_quant_ros.temporal import PoseBuffer, TemporalState
@@ -69,11 +69,6 @@ def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
             descriptor.integer_range = [IntegerRange(
                 from_value=int(spec.min_value), to_value=int(spec.max_value), step=1)]
     return descriptor
-
-
-def _transform_matrix(transform) -> np.ndarray:
-    t, q = transform.translation, transform.rotation
-    return pose_matrix([t.x, t.y, t.z], [q.x, q.y, q.z, q.w])
 
 
 class BevPerceptionNode(Node):
@@ -208,12 +203,12 @@ class BevPerceptionNode(Node):
             if (transform.header.frame_id == self.config["odom_frame_id"]
                     and transform.child_frame_id == self.config["output_frame_id"]):
                 with self._lock:
-                    self.poses.add(stamp_to_ns(transform.header.stamp), _transform_matrix(transform.transform))
+                    self.poses.add(stamp_to_ns(transform.header.stamp), transform_to_matrix(transform.transform))
 
     def _on_tf_static(self, msg: TFMessage) -> None:
         with self._lock:
             changed = [self.calibration.add_static_transform(
-                t.header.frame_id, t.child_frame_id, _transform_matrix(t.transform)) for t in msg.transforms]
+                t.header.frame_id, t.child_frame_id, transform_to_matrix(t.transform)) for t in msg.transforms]
             if any(changed):
                 self._pending_rig = self.calibration.rig
 

@@ -19,7 +19,8 @@ from vision_msgs.msg import Detection3DArray
 
 from bev_quant_ros.boxes import CLASS_NAMES
 from bev_quant_ros.geometry import load_rig
-from bev_quant_ros.ros_convert import ns_to_stamp, stamp_to_ns
+from bev_quant_ros.msg_decode import stamp_to_ns
+from bev_quant_ros.ros_convert import ns_to_stamp
 from bev_quant_ros.sim import generate_frames
 from bev_quant_ros.sim.ground_truth import VELOCITY_HYPOTHESIS
 

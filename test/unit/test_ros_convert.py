@@ -1,4 +1,4 @@
-"""ROS message <-> numpy conversions on real message classes, including bad input."""
+"""msg_decode and ros_convert on real rclpy message classes, including bad input."""
 
 from __future__ import annotations
 
@@ -14,10 +14,10 @@ from bev_quant_ros.boxes import Boxes3D
 from bev_quant_ros.errors import InvalidMessageError
 from bev_quant_ros.geometry import quaternion_to_yaw
 from bev_quant_ros.sim.ground_truth import detection_array_to_boxes
-from bev_quant_ros.ros_convert import (boxes_to_detection_array, boxes_to_markers,
-                                       camera_info_to_intrinsics, compressed_to_rgb, image_to_rgb,
-                                       ns_to_stamp, odometry_to_pose, pointcloud_to_points,
-                                       points_to_pointcloud, rgb_to_image, stamp_to_ns)
+from bev_quant_ros.msg_decode import (camera_info_to_intrinsics, compressed_to_rgb, image_to_rgb,
+                                      odometry_to_pose, pointcloud_to_points, stamp_to_ns)
+from bev_quant_ros.ros_convert import (boxes_to_detection_array, boxes_to_markers, ns_to_stamp,
+                                       points_to_pointcloud, rgb_to_image)
 
 RNG = np.random.default_rng(7)
 RGB = RNG.integers(0, 256, (45, 80, 3), dtype=np.uint8)
