@@ -242,13 +242,14 @@ class BevPerceptionNode(Node):
         with self._lock:
             rig, self._pending_rig = self._pending_rig, None
             T_world_ego = self.poses.pose_at(assembled.stamp_ns)
-            T_world_ego_lidar = (self.poses.pose_at(assembled.lidar_stamp_ns)
-                                 if assembled.lidar_stamp_ns is not None else None)
+            lidar_stamp = assembled.lidar_stamp_ns
+            T_world_ego_lidar = None if lidar_stamp is None else self.poses.pose_at(lidar_stamp)
+            velocity = None if lidar_stamp is None else self.poses.velocity_at(lidar_stamp)
         if rig is not None:
             self.pipeline.set_rig(rig)
             self.get_logger().info("camera calibration changed: sampling grid recomputed")
         frame = SensorFrame(assembled.stamp_ns, self._decode_images(assembled), self._decode_lidar(assembled),
-                            assembled.lidar_stamp_ns, T_world_ego, T_world_ego_lidar)
+                            lidar_stamp, T_world_ego, T_world_ego_lidar, velocity)
         if frame.points is None:
             frame.lidar_stamp_ns = None
         result = self.pipeline.process(frame)

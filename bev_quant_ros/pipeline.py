@@ -39,6 +39,9 @@ class SensorFrame:
     lidar_stamp_ns: int | None = None
     T_world_ego: np.ndarray | None = None  # ego pose at stamp_ns
     T_world_ego_lidar: np.ndarray | None = None  # ego pose at lidar_stamp_ns
+    # (vx, vy, yaw rate) ego frame at the lidar stamp: compensates motion within a sweep
+    # when the sweep and camera stamps coincide (the two poses then give no velocity)
+    ego_velocity_xy_yawrate: np.ndarray | None = None
 
     @property
     def camera_valid(self) -> np.ndarray:
@@ -145,7 +148,8 @@ class BevPipeline:
             T_lidar = frame.T_world_ego_lidar if have_poses else np.eye(4)
             T_camera = frame.T_world_ego if have_poses else np.eye(4)
             raster = lidar_bev(frame.points, self.rig.T_ego_lidar, T_lidar, T_camera,
-                               (frame.stamp_ns - frame.lidar_stamp_ns) / NS_PER_S, self.model_config)
+                               (frame.stamp_ns - frame.lidar_stamp_ns) / NS_PER_S, self.model_config,
+                               ego_velocity_xy_yawrate=frame.ego_velocity_xy_yawrate)
         else:
             raster = self._lidar_empty
         return {"images": prepare_images(stacked, self.model_config), "camera_valid": camera_valid,

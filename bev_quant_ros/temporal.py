@@ -16,6 +16,7 @@ from enum import Enum
 import numpy as np
 
 from bev_quant_ros.geometry import matrix_to_quaternion, quaternion_to_matrix
+from bev_quant_ros.preprocess import planar_velocity
 
 NS_PER_S = 1_000_000_000
 
@@ -89,6 +90,14 @@ class PoseBuffer:
         if abs(self._stamps[nearest] - stamp_ns) <= self.max_extrapolation_ns:
             return self._poses[nearest]
         return None
+
+    def velocity_at(self, stamp_ns: int, window_s: float = 0.05) -> np.ndarray | None:
+        """(vx, vy, yaw rate) in the ego frame over the ``window_s`` before ``stamp_ns``, or None."""
+        earlier = self.pose_at(stamp_ns - int(window_s * NS_PER_S))
+        later = self.pose_at(stamp_ns)
+        if earlier is None or later is None:
+            return None
+        return planar_velocity(earlier, later, window_s)
 
 
 @dataclass

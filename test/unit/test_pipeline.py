@@ -14,10 +14,13 @@ from bev_quant_ros.preprocess import camera_sampling_grid, ego_motion_affine, li
 from bev_quant_ros.temporal import ResetReason
 
 
+VELOCITY = np.array([8.0, 0.5, 0.1])  # (vx, vy, yaw rate) for intra-sweep compensation
+
+
 def sensor_frame(sim_frame, drop_camera: int | None = None) -> SensorFrame:
     images = [None if i == drop_camera else image for i, image in enumerate(sim_frame.images)]
     return SensorFrame(sim_frame.stamp_ns, images, sim_frame.points, sim_frame.lidar_stamp_ns,
-                       sim_frame.ego_pose, sim_frame.lidar_ego_pose)
+                       sim_frame.ego_pose, sim_frame.lidar_ego_pose, VELOCITY)
 
 
 def by_hand(session, cfg, rig, frames, decode_config):
@@ -30,7 +33,7 @@ def by_hand(session, cfg, rig, frames, decode_config):
             "camera_valid": np.ones(6, np.float32),
             "cam_grid": camera_sampling_grid(rig, cfg),
             "lidar_bev": lidar_bev(f.points, rig.T_ego_lidar, f.lidar_ego_pose, f.ego_pose,
-                                   (f.stamp_ns - f.lidar_stamp_ns) / 1e9, cfg),
+                                   (f.stamp_ns - f.lidar_stamp_ns) / 1e9, cfg, ego_velocity_xy_yawrate=VELOCITY),
             "prev_bev": prev,
             "ego_motion": (np.array([[1, 0, 0], [0, 1, 0]], np.float32) if k == 0
                            else ego_motion_affine(frames[k - 1].ego_pose, f.ego_pose, cfg)),

@@ -88,3 +88,14 @@ def test_interpolate_pose_endpoints():
     a, b = pose(1.0, yaw=-0.3), pose(4.0, 1.0, yaw=2.0)
     np.testing.assert_allclose(interpolate_pose(a, b, 0.0), a, atol=1e-12)
     np.testing.assert_allclose(interpolate_pose(a, b, 1.0), b, atol=1e-12)
+
+
+def test_pose_buffer_velocity_over_the_window_before_a_stamp():
+    buffer = PoseBuffer()
+    for k in range(10):  # 10 m/s forward, turning at 0.5 rad/s, 30 Hz odometry
+        t = k / 30
+        buffer.add(int(t * 1e9), pose(10.0 * t, yaw=0.5 * t))
+    vx, vy, yaw_rate = buffer.velocity_at(200 * MS, window_s=0.05)
+    assert yaw_rate == pytest.approx(0.5, abs=1e-6)  # slerp falls back to lerp for tiny angles
+    assert np.hypot(vx, vy) == pytest.approx(10.0, rel=2e-3)  # chord of a gentle arc
+    assert buffer.velocity_at(2000 * MS) is None  # beyond the odometry
