@@ -34,6 +34,7 @@ LARGE_SENSOR_TYPES = frozenset({"sensor_msgs/msg/Image", "sensor_msgs/msg/Compre
 LARGE_SENSOR_DEPTH = 30
 ACK_TIMEOUT_S = 2.0  # at the end, wait this long for reliable subscribers to take the last messages
 ACK_SLICE_S = 0.05
+DISCOVERY_SETTLE_S = 0.5
 PREFETCH_DEPTH = 12  # messages read ahead: two frames of a six-camera rig (~50 MB at 900×1600)
 
 
@@ -145,13 +146,18 @@ class BagPlayer:
     def _wait_for_subscribers(self, publishers: dict[str, Publisher], stop_event: threading.Event) -> None:
         """Give discovery up to the configured time to match a subscriber on every timed topic.
 
-        Latched topics are not waited for: late joiners get them anyway.
+        Latched topics are not waited for: late joiners get them anyway. The publisher sees
+        the match before the subscriber does, and samples sent in between are only repaired
+        while still in the publisher's short history, hence the settle time afterwards.
         """
+        if self._wait_for_subscribers_s <= 0:
+            return
         timed = [p for name, p in publishers.items() if name not in LATCHED_TOPICS]
         deadline = time.monotonic() + self._wait_for_subscribers_s
         while (time.monotonic() < deadline and not stop_event.is_set()
                and any(p.get_subscription_count() == 0 for p in timed)):
             stop_event.wait(0.05)
+        stop_event.wait(min(DISCOVERY_SETTLE_S, max(0.0, deadline - time.monotonic())))
 
     @staticmethod
     def _wait_for_acks(publishers: list[Publisher], stop_event: threading.Event) -> None:

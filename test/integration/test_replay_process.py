@@ -77,9 +77,21 @@ class Collector:
         return [msg for _, msg in self.received[topic]]
 
 
-def replay(bag: Path, *args: str) -> subprocess.Popen:
-    return start_process([installed_executable("bev-quant"), "replay", "--bag", str(bag),
-                          "--wait-for-subscribers-s", "15", *args])
+def replay(node: Node, bag: Path, topics: list[str], *args: str) -> subprocess.Popen:
+    """Start the player and wait until ``node`` has discovered its publishers.
+
+    The player starts once it sees a subscriber on every topic, but a subscriber only
+    takes data from a publisher it has discovered itself; subscribing after this node
+    knows the publishers makes both sides of the match complete before the first message.
+    """
+    process = start_process([installed_executable("bev-quant"), "replay", "--bag", str(bag),
+                             "--wait-for-subscribers-s", "20", *args])
+    known = spin_until(node, lambda: all(node.count_publishers(t) for t in [*topics, "/clock"]),
+                       timeout_s=20.0)
+    if not known:
+        _, out, err = stop_process(process)
+        pytest.fail(f"player publishers not discovered: {out}\n{err}")
+    return process
 
 
 def play_to_end(node: Node, bag: Path, *args: str, expected_counts: dict[str, int]) -> Collector:
@@ -88,8 +100,9 @@ def play_to_end(node: Node, bag: Path, *args: str, expected_counts: dict[str, in
     Once everything arrived the player may still wait for acks (heartbeat-paced), so it is
     stopped with SIGINT, which must still end it with status 0 and its summary.
     """
-    collector = Collector(node, {name: type(msgs[0][1]) for name, msgs in expected_messages(bag).items()})
-    process = replay(bag, *args)
+    topics = {name: type(msgs[0][1]) for name, msgs in expected_messages(bag).items()}
+    process = replay(node, bag, list(topics), *args)
+    collector = Collector(node, topics)
     done = spin_until(node, lambda: all(len(collector.received[t]) >= n for t, n in expected_counts.items()),
                       timeout_s=30.0)
     code, out, err = stop_process(process)
@@ -159,8 +172,9 @@ def test_spacing_follows_stamps_and_rate_two_halves_it(ros_context, bags):
 def test_loop_replays_with_time_going_backwards_and_latches_tf_static(ros_context, bags):
     expected = expected_messages(bags["mcap"])
     node = rclpy.create_node("replay_loop_listener")
+    process = replay(node, bags["mcap"], ["/chatter", "/tf_static"],
+                     "--loop", "--rate", "4", "--topics", "/chatter", "/tf_static")
     collector = Collector(node, {"/chatter": type(expected["/chatter"][0][1])})
-    process = replay(bags["mcap"], "--loop", "--rate", "4", "--topics", "/chatter", "/tf_static")
     late_node = rclpy.create_node("replay_late_joiner")
     try:
         backwards = lambda: int(np.count_nonzero(np.diff(collector.clock) < 0))  # noqa: E731
