@@ -12,7 +12,7 @@ CONFIG = Path(__file__).resolve().parents[2] / "config" / "bev_perception.yaml"
 
 
 def test_shipped_params_file_equals_declared_defaults():
-    values = yaml.safe_load(CONFIG.read_text())["bev_perception_node"]["ros__parameters"]
+    values = yaml.safe_load(CONFIG.read_text())["/**"]["ros__parameters"]
     assert set(values) == {spec.name for spec in NODE_PARAMS}
     for spec in NODE_PARAMS:
         assert values[spec.name] == spec.default, spec.name
