@@ -34,7 +34,7 @@ LARGE_SENSOR_TYPES = frozenset({"sensor_msgs/msg/Image", "sensor_msgs/msg/Compre
 LARGE_SENSOR_DEPTH = 30
 ACK_TIMEOUT_S = 2.0  # at the end, wait this long for reliable subscribers to take the last messages
 ACK_SLICE_S = 0.05
-DISCOVERY_SETTLE_S = 1.0
+DISCOVERY_SETTLE_S = 0.5
 PREFETCH_DEPTH = 12  # messages read ahead: two frames of a six-camera rig (~50 MB at 900×1600)
 
 
