@@ -20,6 +20,9 @@ from bev_quant_ros.errors import ConfigError
 
 # Wake-up jitter of a sleeping thread stays below this on an idle Linux box; later is "late".
 LATE_THRESHOLD_MS = 1.0
+# Bag time between two looped passes at least this, so a bag whose messages all share one
+# stamp (a single message, say) repeats at a bounded rate instead of in a busy loop.
+MIN_LOOP_GAP_NS = 10_000_000
 
 
 class Record(NamedTuple):
@@ -179,9 +182,9 @@ def play_records(records: Callable[[], Iterable[Record]], sink: Sink, config: Pl
                  waiter: Waiter, stats: PlaybackStats | None = None) -> PlaybackSummary:
     """Publish ``records()`` (one call per pass) through ``sink`` with recorded timing.
 
-    With ``config.loop`` each new pass starts one mean message interval after the last
-    message of the previous one, so looping looks like a continuous stream whose bag
-    time jumps backwards. Returns when the records run out (no loop) or the waiter stops.
+    With ``config.loop`` each new pass starts one mean message interval (at least
+    MIN_LOOP_GAP_NS) after the last message of the previous one, so looping looks like a
+    continuous stream whose bag time jumps backwards. Returns when the records run out (no loop) or the waiter stops.
     """
     stats = stats if stats is not None else PlaybackStats()
     clock = _ClockTicker(sink, stats, config.clock_hz)
@@ -208,7 +211,7 @@ def play_records(records: Callable[[], Iterable[Record]], sink: Sink, config: Pl
         stats.passes += 1
         if not config.loop:
             break
-        gap_ns = (last_ns - first_ns) // (count - 1) if count > 1 else 0
+        gap_ns = max(MIN_LOOP_GAP_NS, (last_ns - first_ns) // (count - 1) if count > 1 else 0)
         pass_start_s = timeline.deadline_s(last_ns + gap_ns)
         interrupted = waiter.stopped()
     return stats.summary(waiter.now() - started_s, interrupted or waiter.stopped())

@@ -129,6 +129,14 @@ def test_loop_restarts_one_interval_later_with_time_going_backwards():
     assert len(backwards) == 2 and all(clock[i] == T0 for i in backwards)
 
 
+def test_looping_a_single_message_is_paced_not_a_busy_loop():
+    waiter = FakeWaiter(stop_at_s=100.0 + 0.0975)
+    sink = RecordingSink(waiter)
+    summary = play_records(records([0]), sink, PlaybackConfig(rate=2.0, loop=True, clock_hz=0), waiter)
+    assert publish_times(sink) == pytest.approx([0.005 * k for k in range(20)])  # 10 ms of bag at 2×
+    assert summary.passes == 20 and summary.interrupted
+
+
 def test_stop_during_a_long_wait_returns_promptly():
     waiter = FakeWaiter(stop_at_s=100.0 + 1.0)
     sink = RecordingSink(waiter)
