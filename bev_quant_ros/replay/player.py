@@ -184,7 +184,8 @@ def play_records(records: Callable[[], Iterable[Record]], sink: Sink, config: Pl
 
     With ``config.loop`` each new pass starts one mean message interval (at least
     MIN_LOOP_GAP_NS) after the last message of the previous one, so looping looks like a
-    continuous stream whose bag time jumps backwards. Returns when the records run out (no loop) or the waiter stops.
+    continuous stream whose bag time jumps backwards. Returns when the records run out
+    (no loop) or the waiter stops.
     """
     stats = stats if stats is not None else PlaybackStats()
     clock = _ClockTicker(sink, stats, config.clock_hz)
