@@ -15,11 +15,12 @@ from typing import Sequence
 
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "bev_quant_ros.sim.cli",
-    "bev_quant_ros.tools.smoke",
+    "bev_quant_ros.tools.demo",
     "bev_quant_ros.replay.cli",
     "bev_quant_ros.model.cli",
     "bev_quant_ros.engine.cli",
     "bev_quant_ros.evaluation.cli",
+    "bev_quant_ros.quant.cli",
 )
 
 

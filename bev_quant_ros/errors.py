@@ -35,3 +35,11 @@ class EngineBuildError(BevQuantError):
 
 class BagError(BevQuantError):
     """A rosbag2 cannot be replayed: missing or corrupt, unknown topic, or unusable type."""
+
+
+class CalibrationError(BevQuantError):
+    """Calibration cannot run: no frames, or a tensor with no observed values."""
+
+
+class PrecisionPlanError(BevQuantError):
+    """A precision plan file is unreadable or names nodes the model does not have."""

@@ -1,0 +1,102 @@
+"""`bev-quant calibrate`: data -> statistics -> ranges -> sensitivity -> plan -> INT8 Q/DQ model.
+
+One command rebuilds the shipped INT8 model from the config; intermediate results
+(per-condition statistics, thresholds per method, sensitivity, search log) go to
+the config's work_dir for `bev-quant quant-report`. With an existing plan
+(`plan_path`) the search is skipped and the plan is applied as written.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bev_quant_ros.quant.calib_data import (ConditionStats, RecordedSequence, collect_activation_stats,
+                                            merge_conditions, record_set)
+from bev_quant_ros.quant.config import QuantConfig
+from bev_quant_ros.quant.plan import (PrecisionPlan, apply_plan, float_reasons, read_plan, search_plan, sha256,
+                                      write_plan)
+from bev_quant_ros.quant.qdq import calibration_tensors, load_checked
+from bev_quant_ros.quant.ranges import METHODS, compute_thresholds
+from bev_quant_ros.quant.sensitivity import NodeSensitivity, measure_sensitivity
+
+LOG = logging.getLogger(__name__)
+STATS_FILE, THRESHOLDS_FILE, SENSITIVITY_FILE, SEARCH_FILE = ("stats.pkl", "thresholds.json", "sensitivity.json",
+                                                            "search.json")
+
+
+@dataclass
+class Calibration:
+    """Statistics of the calibration set and the thresholds of every method."""
+
+    stats: ConditionStats
+    thresholds: dict[str, dict[str, float]]  # method -> tensor -> clip point
+
+
+def calibrate_ranges(config: QuantConfig, sequences: list[RecordedSequence] | None = None) -> Calibration:
+    """Record the calibration set (unless given), collect statistics, compute every method's thresholds."""
+    model = load_checked(config.model)
+    sequences = sequences if sequences is not None else record_set(config.model, config.calibration)
+    stats = collect_activation_stats(model, sequences, calibration_tensors(model, config.op_types), config.bins)
+    merged = merge_conditions(stats)
+    thresholds = {m: compute_thresholds(merged, m, config.percentile) for m in METHODS}
+    return Calibration(stats, thresholds)
+
+
+def truncated(sequences: list[RecordedSequence], frames: int) -> list[RecordedSequence]:
+    """The first `frames` frames of each sequence (a cheaper set for the sensitivity proxy)."""
+    return [RecordedSequence(s.condition, s.seed, s.feeds[:frames], s.resets[:frames], s.ground_truth[:frames],
+                             s.gt_num_lidar_points[:frames]) for s in sequences]
+
+
+def run_calibration(config: QuantConfig, plan_path: Path | None = None) -> PrecisionPlan:
+    """The whole `calibrate` command (module docstring); returns the plan that was applied."""
+    work = config.work_dir
+    work.mkdir(parents=True, exist_ok=True)
+    LOG.info("calibration set %s", config.calibration)
+    calibration = calibrate_ranges(config)
+    (work / STATS_FILE).write_bytes(pickle.dumps(calibration.stats))
+    (work / THRESHOLDS_FILE).write_text(json.dumps(calibration.thresholds, indent=1))
+    if plan_path is not None:
+        plan = read_plan(plan_path)
+        apply_plan(plan, config.model, calibration.thresholds[plan.method], config.output)
+        return plan
+    thresholds = calibration.thresholds[config.method]
+    validation = record_set(config.model, config.validation)
+    sensitivity = measure_sensitivity(config.model, thresholds, truncated(validation, config.sensitivity_frames),
+                                      config.op_types, config.threads)
+    (work / SENSITIVITY_FILE).write_text(json.dumps([s.to_dict() for s in sensitivity], indent=1))
+    chosen, steps, fp32 = search_plan(config.model, thresholds, sensitivity, validation, config.budget_nds,
+                                      config.op_types, config.threads)
+    (work / SEARCH_FILE).write_text(json.dumps({"fp32": fp32, "steps": [s.__dict__ for s in steps]}, indent=1))
+    final = next(s for s in reversed(steps) if sorted(s.float_nodes) == sorted(chosen))
+    plan = PrecisionPlan(
+        model=config.model.name, model_sha256=sha256(config.model), method=config.method,
+        percentile=config.percentile, op_types=list(config.op_types), budget_nds=config.budget_nds,
+        float_nodes=float_reasons(chosen, sensitivity, steps),
+        measured=_measured(config, fp32, final.nds, steps[0].nds))
+    write_plan(plan, config.plan)
+    apply_plan(plan, config.model, thresholds, config.output)
+    return plan
+
+
+def _measured(config: QuantConfig, fp32: dict, plan_nds: dict, all_int8: dict) -> dict[str, Any]:
+    """What the plan achieved on the validation set, NDS per condition (for the plan file)."""
+    def rounded(table: dict) -> dict[str, float]:
+        return {c: round(v["NDS"], 4) for c, v in table.items()}
+
+    return {"validation_set": {"conditions": list(config.validation.conditions),
+                               "frames_per_condition": config.validation.sequences_per_condition
+                               * config.validation.frames_per_sequence,
+                               "seed_base": config.validation.seed_base},
+            "nds_fp32": rounded(fp32), "nds_plan": rounded(plan_nds), "nds_all_int8": rounded(all_int8)}
+
+
+def load_sensitivity(work_dir: Path) -> list[NodeSensitivity]:
+    rows = json.loads((work_dir / SENSITIVITY_FILE).read_text())
+    return [NodeSensitivity(r["node"], r["op_type"], r["only_int8_error"], r["all_but_this_error"],
+                            r["all_int8_error"]) for r in rows]

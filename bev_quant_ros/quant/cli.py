@@ -1,0 +1,74 @@
+"""`bev-quant calibrate | sensitivity | quant-report`: the quantization toolkit's commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+from pathlib import Path
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    calibrate = subparsers.add_parser(
+        "calibrate", help="calibrate, search the precision plan and write the INT8 Q/DQ model")
+    calibrate.add_argument("--config", required=True, help="e.g. config/quant_bev_tiny.yaml")
+    calibrate.add_argument("--plan", help="apply this existing precision plan instead of searching one")
+    calibrate.set_defaults(func=_calibrate)
+    sensitivity = subparsers.add_parser("sensitivity", help="per-node sensitivity table (output error vs FP32)")
+    sensitivity.add_argument("--config", required=True)
+    sensitivity.add_argument("--json", help="also write the table here")
+    sensitivity.set_defaults(func=_sensitivity)
+    report = subparsers.add_parser("quant-report", help="Markdown + PNG report of ranges, sensitivity, drift, NDS")
+    report.add_argument("--config", required=True)
+    report.add_argument("--out", default="docs/quant_report")
+    report.add_argument("--drift-frames", type=int, default=300)
+    report.add_argument("--eval-frames", type=int, default=40, help="held-out frames per condition")
+    report.set_defaults(func=_report)
+
+
+def _logging() -> None:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.getLogger("root").setLevel(logging.ERROR)  # ORT's "consider pre-processing" warning per model
+
+
+def _calibrate(args: argparse.Namespace) -> int:
+    from bev_quant_ros.quant.calibrate import run_calibration
+    from bev_quant_ros.quant.config import load_quant_config
+
+    _logging()
+    config = load_quant_config(args.config)
+    plan = run_calibration(config, Path(args.plan) if args.plan else None)
+    print(f"wrote {config.output} ({config.output.stat().st_size / 1e6:.2f} MB), plan {config.plan}: "
+          f"{len(plan.float_nodes)} float node(s): {plan.node_names()}")
+    print(json.dumps(plan.measured, indent=1))
+    return 0
+
+
+def _sensitivity(args: argparse.Namespace) -> int:
+    from bev_quant_ros.quant.calib_data import record_set
+    from bev_quant_ros.quant.calibrate import calibrate_ranges, truncated
+    from bev_quant_ros.quant.config import load_quant_config
+    from bev_quant_ros.quant.sensitivity import measure_sensitivity
+
+    _logging()
+    config = load_quant_config(args.config)
+    thresholds = calibrate_ranges(config).thresholds[config.method]
+    validation = truncated(record_set(config.model, config.validation), config.sensitivity_frames)
+    rows = measure_sensitivity(config.model, thresholds, validation, config.op_types, config.threads)
+    print(f"{'node':70s} {'op':10s} {'only int8':>10s} {'all but':>10s} {'float gain':>10s}")
+    for r in rows:
+        print(f"{r.node:70s} {r.op_type:10s} {r.only_int8_error:10.4f} {r.all_but_this_error:10.4f} "
+              f"{r.float_gain:10.4f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps([r.to_dict() for r in rows], indent=1))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from bev_quant_ros.quant.config import load_quant_config
+    from bev_quant_ros.quant.report import write_report
+
+    _logging()
+    path = write_report(load_quant_config(args.config), Path(args.out), args.drift_frames, args.eval_frames)
+    print(f"wrote {path}")
+    return 0

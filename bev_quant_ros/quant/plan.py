@@ -1,0 +1,159 @@
+"""Mixed-precision plan: the smallest float-node set keeping INT8 NDS within a budget of FP32.
+
+Search (greedy, measured): start all-INT8; while some condition's NDS drop exceeds
+the budget, keep the next most sensitive node (sensitivity order) float; then try
+to return each kept node to INT8 and keep it INT8 when the budget still holds.
+The result is a human-readable YAML (`models/<name>.precision.yaml`) with the reason
+for every float node; `apply_plan` rebuilds the same Q/DQ model from it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import yaml
+
+from bev_quant_ros.errors import PrecisionPlanError
+from bev_quant_ros.quant import assess
+from bev_quant_ros.quant.calib_data import RecordedSequence
+from bev_quant_ros.quant.qdq import DEFAULT_OP_TYPES, check_nodes_exist, load_checked, write_qdq
+from bev_quant_ros.quant.sensitivity import NodeSensitivity
+
+LOG = logging.getLogger(__name__)
+PLAN_VERSION = 1
+
+
+@dataclass
+class FloatNode:
+    node: str
+    op_type: str
+    reason: str
+
+
+@dataclass
+class PrecisionPlan:
+    """Which nodes stay float and why; the calibration that goes with it."""
+
+    model: str
+    model_sha256: str
+    method: str
+    percentile: float
+    op_types: list[str]
+    budget_nds: float
+    float_nodes: list[FloatNode] = field(default_factory=list)
+    measured: dict[str, Any] = field(default_factory=dict)
+
+    def node_names(self) -> list[str]:
+        return [f.node for f in self.float_nodes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"version": PLAN_VERSION, "model": self.model, "model_sha256": self.model_sha256,
+                "calibration": {"method": self.method, "percentile": self.percentile},
+                "op_types": list(self.op_types), "budget_nds": self.budget_nds,
+                "float_nodes": [{"node": f.node, "op_type": f.op_type, "reason": f.reason} for f in self.float_nodes],
+                "measured": self.measured}
+
+
+def sha256(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def write_plan(plan: PrecisionPlan, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    header = ("# Precision plan (bev-quant calibrate): nodes kept float in the INT8 Q/DQ model and why.\n"
+              "# Everything else of op_types is int8 (symmetric, per-channel weights, float bias).\n")
+    path.write_text(header + yaml.safe_dump(plan.to_dict(), sort_keys=False, width=110))
+    return path
+
+
+def read_plan(path: str | Path) -> PrecisionPlan:
+    """Load a plan; malformed content is a PrecisionPlanError naming the file."""
+    path = Path(path)
+    try:
+        doc = yaml.safe_load(path.read_text())
+        calibration = doc["calibration"]
+        return PrecisionPlan(
+            model=str(doc["model"]), model_sha256=str(doc.get("model_sha256", "")),
+            method=str(calibration["method"]), percentile=float(calibration.get("percentile", 99.99)),
+            op_types=[str(o) for o in doc.get("op_types", DEFAULT_OP_TYPES)], budget_nds=float(doc["budget_nds"]),
+            float_nodes=[FloatNode(str(f["node"]), str(f.get("op_type", "")), str(f.get("reason", "")))
+                         for f in doc.get("float_nodes") or []],
+            measured=doc.get("measured") or {})
+    except OSError as exc:
+        raise PrecisionPlanError(f"cannot read precision plan {path}: {exc}") from exc
+    except (TypeError, KeyError, ValueError, yaml.YAMLError) as exc:
+        raise PrecisionPlanError(f"precision plan {path} is malformed: {exc!r}") from exc
+
+
+def apply_plan(plan: PrecisionPlan, model_path: str | Path, thresholds: Mapping[str, float],
+               out_path: str | Path) -> Path:
+    """The Q/DQ model of `plan`; unknown node names are a PrecisionPlanError before anything is written."""
+    check_nodes_exist(load_checked(model_path), plan.node_names(), f"precision plan for {Path(model_path).name}")
+    return write_qdq(model_path, out_path, thresholds, plan.node_names(), plan.op_types)
+
+
+def worst_drop(fp32: Mapping[str, Mapping[str, float]], int8: Mapping[str, Mapping[str, float]]) -> float:
+    """Largest per-condition NDS loss (FP32 - INT8), over conditions (not the pooled 'all')."""
+    return max(fp32[c]["NDS"] - int8[c]["NDS"] for c in fp32 if c != "all")
+
+
+@dataclass
+class SearchStep:
+    float_nodes: list[str]
+    worst_drop: float
+    nds: dict[str, dict[str, float]]
+
+
+def search_plan(model_path: str | Path, thresholds: Mapping[str, float], sensitivity: Sequence[NodeSensitivity],
+                validation: Sequence[RecordedSequence], budget_nds: float = 0.005,
+                op_types: Sequence[str] = DEFAULT_OP_TYPES, threads: int = 1,
+                max_float_nodes: int = 16) -> tuple[list[str], list[SearchStep], dict[str, dict[str, float]]]:
+    """Greedy search (module docstring); returns (float nodes, every step measured, FP32 NDS)."""
+    fp32 = assess.nds_by_condition(assess.run_model(model_path, validation, threads), validation)
+    steps: list[SearchStep] = []
+    with tempfile.TemporaryDirectory(prefix="bev_quant_plan.") as tmp:
+        def measure(float_nodes: list[str]) -> SearchStep:
+            path = write_qdq(model_path, Path(tmp) / "candidate.onnx", thresholds, float_nodes, op_types)
+            nds = assess.nds_by_condition(assess.run_model(path, validation, threads), validation)
+            step = SearchStep(list(float_nodes), worst_drop(fp32, nds), nds)
+            LOG.info("plan: %d float node(s), worst NDS drop %.4f", len(float_nodes), step.worst_drop)
+            steps.append(step)
+            return step
+
+        ranked = [s.node for s in sensitivity if s.float_gain > 0][:max_float_nodes]
+        chosen: list[str] = []
+        current = measure(chosen)
+        for node in ranked:
+            if current.worst_drop <= budget_nds:
+                break
+            chosen.append(node)
+            current = measure(chosen)
+        for node in list(reversed(chosen)):  # prune: least sensitive first
+            trial = [n for n in chosen if n != node]
+            if measure(trial).worst_drop <= budget_nds:
+                chosen = trial
+    return chosen, steps, fp32
+
+
+def float_reasons(chosen: Sequence[str], sensitivity: Sequence[NodeSensitivity],
+                  steps: Sequence[SearchStep]) -> list[FloatNode]:
+    """One line per float node: its measured sensitivity and what dropping it from the set costs."""
+    by_name = {s.node: s for s in sensitivity}
+    final = next((s for s in reversed(steps) if sorted(s.float_nodes) == sorted(chosen)), None)
+    result = []
+    for node in chosen:
+        s = by_name[node]
+        without = next((st for st in reversed(steps) if sorted(st.float_nodes) == sorted(set(chosen) - {node})), None)
+        cost = (f"; returning it to int8 gives worst-condition NDS drop {without.worst_drop * 100:.2f} points"
+                if without is not None else "")
+        kept = f" (plan: {final.worst_drop * 100:.2f})" if final is not None else ""
+        result.append(FloatNode(node, s.op_type,
+                                f"output error vs FP32 all-INT8 {s.all_int8_error:.4f} -> {s.all_but_this_error:.4f} "
+                                f"with it float; alone in int8 {s.only_int8_error:.4f}{cost}{kept}"))
+    return result

@@ -1,0 +1,134 @@
+"""Q/DQ export with ONNX Runtime's quantizer, our ranges and a float-node set.
+
+The output is the TensorRT-consumable form (DESIGN.md §3, ENVIRONMENT.md):
+symmetric signed int8 activations and weights, per-channel weights, bias left
+float. Ranges computed by `ranges.py` reach `quantize_static` through its
+calibration cache (a `TensorsData` JSON), so ORT's own calibrators, whose
+Entropy silently equals MinMax, are never used for the shipped model.
+"""
+
+from __future__ import annotations
+
+import itertools
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Iterable, Mapping, Sequence
+
+import numpy as np
+import onnx
+from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                      quantize_static)
+from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
+
+from bev_quant_ros.engine.io_check import check_contract, onnx_specs, read_onnx
+from bev_quant_ros.errors import PrecisionPlanError
+from bev_quant_ros.quant.calib_data import RecordedSequence, state_feeds
+
+# Ops quantized by default: the compute ops that become int8 kernels (QLinearConv/MatMul on ORT CPU,
+# fused INT8 layers in TensorRT) plus the elementwise ops between them. Data movement ops
+# (Reshape, Gather, ...) are left out so grid/shape arithmetic cannot be quantized by accident.
+DEFAULT_OP_TYPES: tuple[str, ...] = ("Conv", "MatMul", "Softmax", "Add", "Mul", "Concat", "AveragePool",
+                                     "Resize", "Sigmoid", "Relu", "Slice")
+# DedicatedQDQPair: one Q/DQ pair per consumer, so ORT can fuse each Conv into QLinearConv
+# even where a tensor feeds two nodes (TensorRT fuses either way).
+TRT_EXTRA_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
+                     "DedicatedQDQPair": True}
+_FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
+
+
+def load_checked(path: str | Path) -> onnx.ModelProto:
+    """The model with weights and inferred shapes, after checking the engine I/O contract."""
+    model = read_onnx(path)
+    check_contract(*onnx_specs(model))
+    return onnx.shape_inference.infer_shapes(onnx.load(str(path)))
+
+
+def quantizable_nodes(model: onnx.ModelProto, op_types: Sequence[str] = DEFAULT_OP_TYPES) -> list[str]:
+    """Names of the nodes the quantizer may turn int8, in graph order."""
+    return [node.name for node in model.graph.node if node.op_type in op_types]
+
+
+def calibration_tensors(model: onnx.ModelProto, op_types: Sequence[str] = DEFAULT_OP_TYPES) -> list[str]:
+    """Float activations at the inputs/outputs of quantizable nodes (what the quantizer needs ranges for).
+
+    Same selection as ORT's `CalibraterBase.select_tensors_to_calibrate`, in graph order.
+    """
+    infos = {v.name: v for v in itertools.chain(model.graph.value_info, model.graph.output, model.graph.input)}
+    initializers = {i.name for i in model.graph.initializer}
+    names: dict[str, None] = {}
+    for node in model.graph.node:
+        if node.op_type not in op_types:
+            continue
+        for name in itertools.chain(node.input, node.output):
+            info = infos.get(name)
+            if info is not None and name not in initializers and info.type.tensor_type.elem_type in _FLOAT_TYPES:
+                names[name] = None
+    return list(names)
+
+
+def check_nodes_exist(model: onnx.ModelProto, nodes: Iterable[str], what: str = "precision plan") -> None:
+    """A plan naming nodes the model lacks is an error, never silently ignored."""
+    known = {node.name for node in model.graph.node}
+    missing = sorted(set(nodes) - known)
+    if missing:
+        raise PrecisionPlanError(f"{what} names node(s) not in the model: {missing}")
+
+
+def write_qdq(model_path: str | Path, out_path: str | Path, thresholds: Mapping[str, float],
+              float_nodes: Sequence[str] = (), op_types: Sequence[str] = DEFAULT_OP_TYPES) -> Path:
+    """Quantize `model_path` with symmetric `thresholds`, keeping `float_nodes` float; copy its config YAML."""
+    model_path, out_path = Path(model_path), Path(out_path)
+    model = load_checked(model_path)
+    check_nodes_exist(model, float_nodes)
+    missing = [t for t in calibration_tensors(model, op_types) if t not in thresholds]
+    if missing:
+        raise PrecisionPlanError(f"no calibration range for tensor(s) {missing[:5]} (of {len(missing)})")
+    ranges = TensorsData(CalibrationMethod.MinMax, {
+        name: TensorData(lowest=np.float32(-value), highest=np.float32(value)) for name, value in thresholds.items()})
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="bev_quant_qdq.") as tmp:
+        cache = Path(tmp) / "ranges.json"
+        save_tensors_data(ranges, cache)
+        quantize_static(str(model_path), str(out_path), None, quant_format=QuantFormat.QDQ,
+                        op_types_to_quantize=list(op_types), per_channel=True,
+                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        nodes_to_exclude=list(float_nodes), calibrate_method=CalibrationMethod.MinMax,
+                        extra_options=dict(TRT_EXTRA_OPTIONS), calibration_cache_path=str(cache))
+    copy_model_config(model_path, out_path)
+    return out_path
+
+
+def copy_model_config(model_path: Path, out_path: Path) -> None:
+    """The model config YAML travels with every ONNX (`model_config_for_onnx` looks next to it)."""
+    source, target = model_path.with_suffix(".yaml"), out_path.with_suffix(".yaml")
+    if source.is_file() and source.resolve() != target.resolve():
+        shutil.copyfile(source, target)
+
+
+class SequenceReader(CalibrationDataReader):
+    """ORT calibration reader over recorded sequences, each frame with the FP32 model's own state.
+
+    Lazy: a frame's full feed exists only while ORT's calibrator runs it.
+    """
+
+    def __init__(self, model_path: str | Path, sequences: Sequence[RecordedSequence]) -> None:
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        self._iter = (feed for sequence in sequences for feed, _ in state_feeds(session, sequence, []))
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        return next(self._iter, None)
+
+
+def write_ort_default(model_path: str | Path, out_path: str | Path,
+                      sequences: Sequence[RecordedSequence]) -> Path:
+    """The baseline: `quantize_static` with all its defaults (MinMax, QDQ, every op type it knows)."""
+    model_path, out_path = Path(model_path), Path(out_path)
+    load_checked(model_path)
+    # CalibMaxIntermediateOutputs only bounds memory (MinMax merges running extremes): same ranges
+    quantize_static(str(model_path), str(out_path), SequenceReader(model_path, sequences),
+                    extra_options={"CalibMaxIntermediateOutputs": 4})
+    copy_model_config(model_path, out_path)
+    return out_path

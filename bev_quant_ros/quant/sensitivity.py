@@ -1,0 +1,70 @@
+"""Per-node quantization sensitivity, measured in output space against FP32.
+
+For each candidate node two variants are built: only that node int8 (everything
+else float) and everything int8 except that node. Their head-output error vs
+FP32 (`assess.head_error`) on calibration-held-out frames is a fast proxy of
+the detection damage; the plan search then confirms its choice with NDS.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Mapping, Sequence
+
+from bev_quant_ros.quant import assess
+from bev_quant_ros.quant.calib_data import RecordedSequence
+from bev_quant_ros.quant.qdq import DEFAULT_OP_TYPES, load_checked, write_qdq
+
+LOG = logging.getLogger(__name__)
+# Activation/data-movement ops follow their producer's precision; they are not separate decisions.
+FOLLOWER_OPS = frozenset({"Relu", "Slice"})
+
+
+@dataclass(frozen=True)
+class NodeSensitivity:
+    """Output error vs FP32 with only this node int8, and with all but this node int8."""
+
+    node: str
+    op_type: str
+    only_int8_error: float
+    all_but_this_error: float
+    all_int8_error: float
+
+    @property
+    def float_gain(self) -> float:
+        """How much keeping this node float reduces the all-INT8 error."""
+        return self.all_int8_error - self.all_but_this_error
+
+    def to_dict(self) -> dict[str, float | str]:
+        return {**asdict(self), "float_gain": self.float_gain}
+
+
+def candidate_nodes(model_path: str | Path, op_types: Sequence[str] = DEFAULT_OP_TYPES) -> list[tuple[str, str]]:
+    """(name, op_type) of the nodes whose precision is a decision (graph order)."""
+    model = load_checked(model_path)
+    return [(n.name, n.op_type) for n in model.graph.node if n.op_type in op_types and n.op_type not in FOLLOWER_OPS]
+
+
+def measure_sensitivity(model_path: str | Path, thresholds: Mapping[str, float],
+                        sequences: Sequence[RecordedSequence], op_types: Sequence[str] = DEFAULT_OP_TYPES,
+                        threads: int = 1) -> list[NodeSensitivity]:
+    """Sensitivity of every candidate node, most damaging (largest float gain) first."""
+    reference = assess.run_model(model_path, sequences, threads, keep_heads=True)
+    nodes = candidate_nodes(model_path, op_types)
+    all_names = [n.name for n in load_checked(model_path).graph.node]
+    with tempfile.TemporaryDirectory(prefix="bev_quant_sens.") as tmp:
+        def error(float_nodes: Sequence[str]) -> float:
+            path = write_qdq(model_path, Path(tmp) / "variant.onnx", thresholds, float_nodes, op_types)
+            return assess.head_error(reference, assess.run_model(path, sequences, threads, keep_heads=True))
+
+        all_int8 = error([])
+        result = []
+        for index, (name, op_type) in enumerate(nodes):
+            only = error([n for n in all_names if n != name])
+            all_but = error([name])
+            LOG.info("sensitivity %d/%d %s: only-int8 %.4f all-but %.4f", index + 1, len(nodes), name, only, all_but)
+            result.append(NodeSensitivity(name, op_type, only, all_but, all_int8))
+    return sorted(result, key=lambda s: s.float_gain, reverse=True)
