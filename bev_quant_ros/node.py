@@ -24,6 +24,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
+from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
@@ -101,8 +102,11 @@ class BevPerceptionNode(Node):
         self.latency_pub = self.create_publisher(Float64, "~/debug/pipeline_latency_ms", 10)
         self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
-        self.create_timer(cfg["diagnostics_period_s"], self._publish_diagnostics)
-        self.create_timer(max(cfg["camera_timeout_s"] / 2.0, 0.01), self._poll_assembler)
+        # wall-clock timers: with use_sim_time a paused or finished replay must not stop
+        # diagnostics, and the assembler's arrival timeouts are in monotonic time anyway
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(cfg["diagnostics_period_s"], self._publish_diagnostics, clock=steady)
+        self.create_timer(max(cfg["camera_timeout_s"] / 2.0, 0.01), self._poll_assembler, clock=steady)
         self._worker = threading.Thread(target=self._worker_loop, name="bev_inference", daemon=True)
         self._worker.start()
         self.get_logger().info(
@@ -140,7 +144,7 @@ class BevPerceptionNode(Node):
                 temporal=temporal, intra_op_num_threads=cfg["intra_op_num_threads"])
         except BevQuantError as exc:
             raise ConfigError(f"parameter 'model_path' ({model_path}): {exc}") from exc
-        pipeline.engine.warmup()
+        pipeline.warmup()
         return pipeline
 
     def _create_subscriptions(self) -> None:

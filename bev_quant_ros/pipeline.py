@@ -101,6 +101,21 @@ class BevPipeline:
                                      max_detections=max_detections)
         return cls(engine, model_config, rig or load_rig(), decode_config, temporal or TemporalState())
 
+    def warmup(self) -> None:
+        """Run every stage once on dummy data, leaving the recurrent state untouched.
+
+        numba compiles the lidar raster and NMS kernels on first use (seconds without a
+        cache): done here, the first real frames are not late and not dropped.
+        """
+        cfg = self.model_config
+        images = [np.zeros((camera.height, camera.width, 3), np.uint8) for camera in self.rig.cameras]
+        points = np.array([[10.0, 0.0, 0.0, 10.0, -0.05]], np.float32)
+        self._inputs(SensorFrame(0, images, points, 0, np.eye(4), np.eye(4), np.zeros(3)))
+        ego_motion_affine(np.eye(4), np.eye(4), cfg)
+        self.engine.warmup()
+        heatmap = np.random.default_rng(0).random((cfg.K, cfg.Ho, cfg.Wo)).astype(np.float32)
+        decode(heatmap, np.zeros((cfg.R, cfg.Ho, cfg.Wo), np.float32), self.decode_config)
+
     def set_rig(self, rig: Rig) -> None:
         """Use a new calibration; the camera sampling grid is cached until the next call."""
         self.rig = rig

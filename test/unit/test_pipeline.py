@@ -88,3 +88,13 @@ def test_frame_without_lidar_or_pose_runs_without_state(tiny_model_path, day_fra
     result = pipeline.process(SensorFrame(day_frames[1].stamp_ns, list(day_frames[1].images)))
     assert not result.lidar_used
     assert result.reset_reason is ResetReason.NO_EGO_POSE
+
+
+def test_warmup_leaves_the_recurrent_state_alone(tiny_model_path, day_frames):
+    warmed = BevPipeline.from_model(tiny_model_path, backend="onnxruntime", score_threshold=0.05)
+    warmed.warmup()
+    cold = BevPipeline.from_model(tiny_model_path, backend="onnxruntime", score_threshold=0.05)
+    for frame in day_frames[:2]:
+        a, b = warmed.process(sensor_frame(frame)), cold.process(sensor_frame(frame))
+        assert a.reset_reason == b.reset_reason
+        np.testing.assert_array_equal(a.detections.scores, b.detections.scores)
