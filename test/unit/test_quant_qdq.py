@@ -1,0 +1,117 @@
+"""Calibration -> Q/DQ export -> plan on the tiny exported model: structure, errors, TensorRT parse."""
+
+import hashlib
+import importlib.util
+import shutil
+
+import numpy as np
+import onnx
+import pytest
+from onnx import numpy_helper
+
+from bev_quant_ros.engine.io_check import onnx_precision
+from bev_quant_ros.errors import CalibrationError, ModelContractError, PrecisionPlanError
+from bev_quant_ros.quant import assess
+from bev_quant_ros.quant.calib_data import (RecordedSequence, SequenceSetSpec, collect_activation_stats,
+                                            merge_conditions, record_set)
+from bev_quant_ros.quant.drift import drift_curve, state_path_nodes
+from bev_quant_ros.quant.plan import FloatNode, PrecisionPlan, apply_plan, read_plan, write_plan
+from bev_quant_ros.quant.qdq import calibration_tensors, load_checked, write_qdq
+from bev_quant_ros.quant.ranges import compute_thresholds
+from bev_quant_ros.quant.sensitivity import candidate_nodes
+
+
+@pytest.fixture(scope="module")
+def calibrated(tiny_model_path):
+    """Two 3-frame sequences (day, night) recorded through the pipeline; entropy thresholds."""
+    sequences = record_set(tiny_model_path, SequenceSetSpec(("day", "night"), 1, 3, 50_000))
+    model = load_checked(tiny_model_path)
+    stats = collect_activation_stats(model, sequences, calibration_tensors(model))
+    return sequences, stats, compute_thresholds(merge_conditions(stats), "entropy")
+
+
+def test_sequences_carry_resets_and_per_condition_stats(calibrated):
+    sequences, stats, thresholds = calibrated
+    assert [s.condition for s in sequences] == ["day", "night"]
+    assert [s.resets for s in sequences] == [[True, False, False]] * 2  # first frame: no previous state
+    assert set(stats) == {"day", "night"}
+    assert all(per["prev_bev"].count for per in stats.values()) if "prev_bev" in thresholds else True
+    assert all(t > 0 for t in thresholds.values())
+
+
+def test_qdq_is_tensorrt_style_and_close_to_fp32(calibrated, tiny_model_path, tmp_path):
+    sequences, _, thresholds = calibrated
+    out = write_qdq(tiny_model_path, tmp_path / "tiny.int8.onnx", thresholds)
+    model = onnx.load(out)
+    assert onnx_precision(model) == "int8" and out.with_suffix(".yaml").is_file()
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    dq = [n for n in model.graph.node if n.op_type == "DequantizeLinear"]
+    assert dq and all(inits[n.input[2]].dtype == np.int8 and not inits[n.input[2]].any()
+                      for n in dq if len(n.input) > 2)  # symmetric signed: zero point 0
+    assert not any(inits.get(n.input[0], np.zeros(0, np.int8)).dtype == np.int32 for n in dq)  # bias float
+    per_channel = [n for n in dq if inits.get(n.input[1], np.zeros(1)).size > 1]
+    assert per_channel, "conv weights must have per-channel scales"
+    fp32 = assess.run_model(tiny_model_path, sequences, keep_heads=True)
+    int8 = assess.run_model(out, sequences, keep_heads=True)
+    assert 0 < assess.head_error(fp32, int8) < 0.2
+
+
+def test_excluded_nodes_stay_float_and_plan_roundtrip_is_reproducible(calibrated, tiny_model_path, tmp_path):
+    _, _, thresholds = calibrated
+    softmax = next(name for name, op in candidate_nodes(tiny_model_path) if op == "Softmax")
+    plan = PrecisionPlan("tiny.onnx", "", "entropy", 99.99, ["Conv", "MatMul", "Softmax", "Add", "Mul"], 0.005,
+                         [FloatNode(softmax, "Softmax", "test")])
+    loaded = read_plan(write_plan(plan, tmp_path / "tiny.precision.yaml"))
+    assert loaded.node_names() == [softmax] and loaded.op_types == plan.op_types
+    first = apply_plan(loaded, tiny_model_path, thresholds, tmp_path / "a.onnx")
+    second = apply_plan(loaded, tiny_model_path, thresholds, tmp_path / "b.onnx")
+    assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
+    graph = onnx.load(first).graph
+    producers = {o: n.op_type for n in graph.node for o in n.output}
+    node = next(n for n in graph.node if n.name == softmax)
+    consumers = [n.op_type for n in graph.node if node.output[0] in n.input]
+    assert consumers and "QuantizeLinear" not in consumers  # its output (probabilities) stays float
+    convs = [n for n in graph.node if n.op_type == "Conv"]
+    assert all(producers[n.input[0]] == "DequantizeLinear" for n in convs)
+
+
+def test_bad_inputs_are_typed_errors(calibrated, tiny_model_path, tmp_path):
+    _, _, thresholds = calibrated
+    plan = PrecisionPlan("tiny.onnx", "", "entropy", 99.99, ["Conv"], 0.005, [FloatNode("/no/such/Conv", "", "")])
+    with pytest.raises(PrecisionPlanError, match="/no/such/Conv"):
+        apply_plan(plan, tiny_model_path, thresholds, tmp_path / "x.onnx")
+    assert not (tmp_path / "x.onnx").exists()
+    renamed = onnx.load(tiny_model_path)
+    for value in renamed.graph.input:
+        if value.name == "cam_grid":
+            value.name = "grid"
+    for node in renamed.graph.node:
+        node.input[:] = ["grid" if i == "cam_grid" else i for i in node.input]
+    onnx.save(renamed, tmp_path / "renamed.onnx")
+    with pytest.raises(ModelContractError, match="cam_grid"):
+        write_qdq(tmp_path / "renamed.onnx", tmp_path / "y.onnx", thresholds)
+    with pytest.raises(CalibrationError, match="empty"):
+        collect_activation_stats(load_checked(tiny_model_path), [RecordedSequence("day", 50_000)], ["prev_bev"])
+    (tmp_path / "broken.yaml").write_text("model: x\n")
+    with pytest.raises(PrecisionPlanError, match="malformed"):
+        read_plan(tmp_path / "broken.yaml")
+
+
+def test_state_path_and_drift_against_itself(calibrated, tiny_model_path):
+    sequences, _, _ = calibrated
+    names = [n for n, _ in candidate_nodes(tiny_model_path)]
+    loop = state_path_nodes(load_checked(tiny_model_path), names)
+    assert any("temporal" in n for n in loop) and not any("image_encoder" in n for n in loop)
+    curve = drift_curve(tiny_model_path, tiny_model_path, sequences[0])
+    assert curve.cosine == pytest.approx([1.0] * 3) and curve.detection_f1 == [1.0] * 3
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
+                    reason="tensorrt_rtx not installed (pip install tensorrt-rtx-cu13): no TensorRT builder here")
+def test_tensorrt_rtx_parses_and_builds_our_qdq(calibrated, tiny_model_path, tmp_path):
+    from bev_quant_ros.engine.build import BuildOptions, build_serialized_engine, import_tensorrt
+
+    _, _, thresholds = calibrated
+    out = write_qdq(tiny_model_path, tmp_path / "tiny.int8.onnx", thresholds)
+    engine = build_serialized_engine(import_tensorrt("tensorrt_rtx"), out, BuildOptions(workspace_mib=64))
+    assert len(engine) > 10_000
