@@ -2,7 +2,8 @@
 
 Each step takes ``batch_size`` random windows of ``window`` consecutive frames; the first
 frame of a window starts with prev_valid = 0, later frames are fed the model's own
-detached ``bev_state`` (what the engine does at runtime). Augmentation models the
+``bev_state`` (what the engine does at runtime), detached unless ``detach_state: false``.
+Augmentation models the
 failures the node sees: missing cameras, missing lidar, a reset state, exposure changes.
 Checkpoints (``last.pt``) are written every ``checkpoint_every_steps`` and on exit; a
 run started with the same ``--out`` resumes from ``last.pt``.
@@ -56,6 +57,7 @@ class TrainConfig:
     checkpoint_every_steps: int
     log_every_steps: int
     threads: int = 2
+    detach_state: bool = True  # False: back-propagate through the whole window (see run_window)
 
     def __post_init__(self) -> None:
         if not 0 <= self.seeds[0] < self.seeds[1] <= MAX_TRAIN_SEED:
@@ -118,22 +120,32 @@ class WindowSampler:
 
 
 def run_window(net: BEVDetector, frames: list[dict[str, torch.Tensor]], cam_grid: torch.Tensor,
-               train: bool) -> dict[str, float]:
-    """Forward (and backward) over one window of frames, feeding the detached state forward."""
+               train: bool, detach_state: bool = True) -> dict[str, float]:
+    """Forward (and backward) over one window of frames, feeding the state forward.
+
+    ``detach_state``: truncated back-propagation (one frame, the default, what the engine's
+    state hand-off looks like); False back-propagates through the whole window so the
+    state learns to carry what later frames need (e.g. motion for velocity).
+    """
     b = frames[0]["images"].shape[0]
     grid = cam_grid.unsqueeze(0).expand(b, *cam_grid.shape)
     state = torch.zeros(b, net.cfg.C, net.cfg.Hb, net.cfg.Wb)
     totals = {"loss": 0.0, "focal": 0.0, "reg": 0.0}
+    window_loss = torch.zeros(())
     for f in frames:
         logits, box_reg, bev_state = net.forward_logits(f["images"], f["camera_valid"], grid, f["lidar_bev"],
                                                         state, f["ego_motion"], f["prev_valid"])
         loss, parts = detection_loss(logits, box_reg, f["heatmap"], f["box_reg"], f["reg_mask"])
-        if train:
+        if train and detach_state:
             (loss / len(frames)).backward()
-        state = bev_state.detach()
+        elif train:
+            window_loss = window_loss + loss / len(frames)
+        state = bev_state.detach() if detach_state else bev_state
         totals["loss"] += float(loss.detach()) / len(frames)
         for k, v in parts.items():
             totals[k] += v / len(frames)
+    if train and not detach_state:
+        window_loss.backward()
     return totals
 
 
@@ -193,7 +205,7 @@ def train(train_cfg: TrainConfig, out_dir: Path) -> Path:
     t0, running = time.monotonic(), {"loss": 0.0, "focal": 0.0, "reg": 0.0}
     step = start
     while step < train_cfg.steps:
-        parts = run_window(net, sampler.sample(), grid, train=True)
+        parts = run_window(net, sampler.sample(), grid, train=True, detach_state=train_cfg.detach_state)
         torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
