@@ -112,7 +112,7 @@ def run_live(bag_dir: str | Path, node_args: Sequence[str], rate: float = 1.0,
 
     listener.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     spinning = threading.Event()
-    spinner = threading.Thread(target=_spin, args=(rclpy, listener, spinning), daemon=True)
+    spinner = threading.Thread(target=_spin, args=(listener, spinning), daemon=True)
     spinner.start()
     try:
         deadline = time.monotonic() + startup_timeout_s
@@ -144,6 +144,12 @@ def run_live(bag_dir: str | Path, node_args: Sequence[str], rate: float = 1.0,
     return report
 
 
-def _spin(rclpy, node, stop: threading.Event) -> None:
+def _spin(node, stop: threading.Event) -> None:
+    """Spin on a private executor (rclpy's global one does not survive shutdown/init cycles)."""
+    from rclpy.executors import SingleThreadedExecutor
+
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
     while not stop.is_set():
-        rclpy.spin_once(node, timeout_sec=0.05)
+        executor.spin_once(timeout_sec=0.05)
+    executor.shutdown()

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 from typing import Callable, TypeVar
 
-import rclpy
+from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 
 T = TypeVar("T")
@@ -32,13 +32,23 @@ def start_process(args: list[str]) -> subprocess.Popen:
 
 
 def spin_until(node: Node, condition: Callable[[], T], timeout_s: float) -> T:
-    """Spin ``node`` until ``condition()`` is truthy; return its last value."""
-    deadline = time.monotonic() + timeout_s
-    value = condition()
-    while not value and time.monotonic() < deadline:
-        rclpy.spin_once(node, timeout_sec=0.1)
+    """Spin ``node`` until ``condition()`` is truthy; return its last value.
+
+    A private executor per call: rclpy's global executor outlives rclpy.shutdown()
+    and misbehaves when a later test module calls rclpy.init() again.
+    """
+    executor = SingleThreadedExecutor(context=node.context)
+    executor.add_node(node)
+    try:
+        deadline = time.monotonic() + timeout_s
         value = condition()
-    return value
+        while not value and time.monotonic() < deadline:
+            executor.spin_once(timeout_sec=0.1)
+            value = condition()
+        return value
+    finally:
+        executor.remove_node(node)
+        executor.shutdown()
 
 
 def stop_process(process: subprocess.Popen, timeout_s: float = 10.0) -> tuple[int, str, str]:

@@ -21,11 +21,17 @@ def bag(tmp_path_factory):
 
 def test_live_replay_reports_outputs_latency_and_metrics(bag, tiny_model_path):
     # quarter speed: the assertions are about correctness; real-time rates are in benchmarks/
-    report = run_live(bag, ["-p", f"model_path:={tiny_model_path}", "-p", "precision:=fp32",
-                            "-p", "qos_reliability:=reliable", "-p", "image_transport:=compressed",
-                            "-p", "score_threshold:=0.05"], rate=0.25).to_json()
+    live = run_live(bag, ["-p", f"model_path:={tiny_model_path}", "-p", "precision:=fp32",
+                          "-p", "qos_reliability:=reliable", "-p", "image_transport:=compressed",
+                          "-p", "score_threshold:=0.05", "-p", "diagnostics_period_s:=0.5"], rate=0.25)
+    report = live.to_json()
     assert report["camera_frames"] == FRAMES
-    assert FRAMES - 1 <= report["detection_messages"] <= FRAMES  # latest-wins may drop one at most
+    # every frame is accounted for: published, or replaced in the latest-wins slot (a loaded
+    # machine may be too slow even at quarter speed; that is counted, never silent)
+    assert live.diagnostics["count.sync.frames_complete"] == str(FRAMES)
+    processed = int(live.diagnostics["count.frames_processed"])
+    assert processed == report["detection_messages"] >= 1
+    assert processed + report["frames_dropped_latest_wins"] == FRAMES
     assert report["node_exit_code"] == 0
     assert report["backend"] == "onnxruntime" and report["precision"] == "fp32"
     assert 0 < report["pipeline_latency_ms"]["p50"] < 4000  # bag-time latency, quarter speed
