@@ -1,6 +1,6 @@
 """Time decode (per frame, the node's hot path) and evaluate_detections (offline).
 
-Run: PYTHONPATH=. .venv/bin/python benchmarks/bench_decode.py [--out benchmarks/bench_decode.json]
+Run: PYTHONPATH=. .venv/bin/python benchmarks/bench_decode.py [--out benchmarks/results/decode.json]
 Grid is the shipped model's output (models/bev_tiny.yaml: 5 classes, 64 × 64 cells over
 ±51.2 m). Two heatmaps: a realistic one (40 Gaussian blobs on low noise) and a worst case
 (uniform noise: thousands of local maxima, capped by max_candidates).
@@ -53,7 +53,7 @@ def random_boxes(rng: np.random.Generator, n: int, scores: bool) -> Boxes3D:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".json"))
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "decode.json")
     args = parser.parse_args()
     rng = np.random.default_rng(0)
     box_reg = rng.normal(0, 0.5, (len(BOX_REG_CHANNELS), GRID, GRID)).astype(np.float32)
