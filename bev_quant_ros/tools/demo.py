@@ -25,8 +25,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--bag", type=Path, default=None,
                         help="bag to replay (default: synthesize .cache/demo/day_<seed> if missing)")
     parser.add_argument("--frames", type=int, default=150, help="frames of the synthesized bag (30 Hz)")
-    parser.add_argument("--precision", choices=("int8", "fp32"), default="int8",
-                        help="which shipped model the node runs")
+    parser.add_argument("--precision", choices=("auto", "int8", "fp32"), default="auto",
+                        help="which shipped model the node runs; auto = INT8 when shipped, else FP32")
     parser.add_argument("--rate", type=float, default=1.0, help="replay speed factor")
     parser.add_argument("--json", type=Path, help="also write the report JSON here")
     parser.set_defaults(func=run)
@@ -46,13 +46,26 @@ def ensure_bag(frames: int) -> Path:
     return bag
 
 
+def _shipped(precision: str) -> bool:
+    try:
+        default_model_path(precision)
+    except BevQuantError:
+        return False
+    return True
+
+
 def run(args: argparse.Namespace) -> int:
     from bev_quant_ros.evaluation.live import run_live
 
     try:
         bag = args.bag or ensure_bag(args.frames)
-        model = default_model_path(args.precision)
-        node_args = ["-p", f"model_path:={model}", "-p", f"precision:={args.precision}",
+        precision = args.precision
+        if precision == "auto":
+            precision = "int8" if _shipped("int8") else "fp32"
+            if precision == "fp32":
+                print("demo: no shipped INT8 model (models/bev_tiny.int8.onnx); running FP32", flush=True)
+        model = default_model_path(precision)
+        node_args = ["-p", f"model_path:={model}", "-p", f"precision:={precision}",
                      "-p", "qos_reliability:=reliable", "-p", "image_transport:=compressed"]
         report = run_live(bag, node_args, rate=args.rate).to_json()
     except (BevQuantError, RuntimeError) as exc:
