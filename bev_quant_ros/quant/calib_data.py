@@ -67,8 +67,9 @@ class SequenceSetSpec:
             raise ConfigError(f"unknown condition(s) {unknown}; expected some of {CONDITIONS}")
         if self.sequences_per_condition < 0 or self.frames_per_sequence < 0:
             raise ConfigError("sequences_per_condition and frames_per_sequence must be >= 0")
-        if 10_000 > self.seed_base >= 0 or self.seed_base >= 100_000:
-            raise ConfigError(f"seed_base {self.seed_base} overlaps training (< 10000) or held-out "
+        seeds = [s.seed for s in self.synth_specs()]
+        if seeds and (min(seeds) < 10_000 or max(seeds) >= 100_000):
+            raise ConfigError(f"seeds {min(seeds)}..{max(seeds)} overlap training (< 10000) or held-out "
                               "evaluation (>= 100000) seeds")
 
     def synth_specs(self) -> list[SynthSpec]:

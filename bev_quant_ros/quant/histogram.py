@@ -36,19 +36,18 @@ class TensorStats:
 
     def update(self, values: np.ndarray) -> None:
         """Add a batch of values (any shape)."""
-        flat = np.asarray(values, np.float64).ravel()
+        flat = np.asarray(values, np.float32).ravel()
         if flat.size == 0:
             return
-        magnitude = np.abs(flat)
-        absmax = float(magnitude.max())
-        self._grow(absmax)
-        index = np.minimum((magnitude * (self.bins / self.top)).astype(np.int64), self.bins - 1)
+        low, high = float(flat.min()), float(flat.max())
+        self._grow(max(-low, high))
+        index = np.minimum((np.abs(flat) * np.float32(self.bins / self.top)).astype(np.int32), self.bins - 1)
         self.hist += np.bincount(index, minlength=self.bins)
         self.count += flat.size
-        self.minimum = min(self.minimum, float(flat.min()))
-        self.maximum = max(self.maximum, float(flat.max()))
-        square = flat * flat
-        self.power_sums += (flat.sum(), square.sum(), (square * flat).sum(), (square * square).sum())
+        self.minimum, self.maximum = min(self.minimum, low), max(self.maximum, high)
+        wide = flat.astype(np.float64)  # moments in float64: x^4 sums overflow float32 precision
+        square = wide * wide
+        self.power_sums += (wide.sum(), square.sum(), np.dot(square, wide), np.dot(square, square))
 
     def _grow(self, absmax: float) -> None:
         if self.hist is None:

@@ -10,7 +10,7 @@ import pytest
 from onnx import numpy_helper
 
 from bev_quant_ros.engine.io_check import onnx_precision
-from bev_quant_ros.errors import CalibrationError, ModelContractError, PrecisionPlanError
+from bev_quant_ros.errors import CalibrationError, ConfigError, ModelContractError, PrecisionPlanError
 from bev_quant_ros.quant import assess
 from bev_quant_ros.quant.calib_data import (RecordedSequence, SequenceSetSpec, collect_activation_stats,
                                             merge_conditions, record_set)
@@ -35,8 +35,16 @@ def test_sequences_carry_resets_and_per_condition_stats(calibrated):
     assert [s.condition for s in sequences] == ["day", "night"]
     assert [s.resets for s in sequences] == [[True, False, False]] * 2  # first frame: no previous state
     assert set(stats) == {"day", "night"}
-    assert all(per["prev_bev"].count for per in stats.values()) if "prev_bev" in thresholds else True
+    image = next(t for t in thresholds if t.endswith("image_encoder/Sub_output_0"))  # pixels - mean
+    assert stats["night"][image].mean < stats["day"][image].mean - 20  # night is darker: ranges differ
     assert all(t > 0 for t in thresholds.values())
+
+
+def test_seed_bands_are_enforced():
+    with pytest.raises(ConfigError, match="overlap"):
+        SequenceSetSpec(("day",), 1, 3, 5_000)
+    with pytest.raises(ConfigError, match="overlap"):
+        SequenceSetSpec(("day", "night"), 1, 3, 99_000)
 
 
 def test_qdq_is_tensorrt_style_and_close_to_fp32(calibrated, tiny_model_path, tmp_path):

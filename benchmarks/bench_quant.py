@@ -1,0 +1,131 @@
+"""Quantization benchmark: every INT8 variant side by side with FP32, in one run, on held-out data.
+
+Rows (same FP32 model, same calibration set, same held-out frames, seeds >= 100000):
+FP32; ONNX Runtime `quantize_static` defaults (MinMax, QDQ, all op types); all-INT8 with
+each of our calibration methods; our precision plan. Plus: night-only vs balanced
+calibration (plan applied to both) evaluated on day and night; INT8 vs FP32 engine
+latency (median of alternated runs in one process); bev_state drift at frame 300.
+
+    PYTHONPATH=. python benchmarks/bench_quant.py --config config/quant_bev_tiny.yaml \
+        --out benchmarks/results/quant.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bev_quant_ros.engine.base import create_engine  # noqa: E402
+from bev_quant_ros.evaluation.sources import SynthSpec  # noqa: E402
+from bev_quant_ros.quant import assess  # noqa: E402
+from bev_quant_ros.quant.calib_data import SequenceSetSpec, record_sequence, record_set  # noqa: E402
+from bev_quant_ros.quant.calibrate import calibrate_ranges  # noqa: E402
+from bev_quant_ros.quant.config import load_quant_config  # noqa: E402
+from bev_quant_ros.quant.drift import drift_curve  # noqa: E402
+from bev_quant_ros.quant.plan import read_plan  # noqa: E402
+from bev_quant_ros.quant.qdq import write_ort_default, write_qdq  # noqa: E402
+from bev_quant_ros.quant.ranges import METHODS  # noqa: E402
+from bev_quant_ros.quant.report import DRIFT_SEED, HELD_OUT_SEED  # noqa: E402
+
+
+def latency(fp32: Path, int8: Path, feeds: list[dict], threads: int, rounds: int) -> dict[str, float]:
+    """Median engine.infer time of each model, runs alternated so load changes hit both alike."""
+    engines = {name: create_engine(path, backend="onnxruntime", intra_op_num_threads=threads)
+               for name, path in (("fp32", fp32), ("int8", int8))}
+    for engine in engines.values():
+        engine.warmup(3)
+    times: dict[str, list[float]] = {name: [] for name in engines}
+    for index in range(rounds):
+        feed = feeds[index % len(feeds)]
+        for name, engine in engines.items():
+            start = time.perf_counter()
+            engine.infer(feed)
+            times[name].append((time.perf_counter() - start) * 1e3)
+    medians = {f"{name}_ms": float(np.median(values)) for name, values in times.items()}
+    medians["ratio"] = medians["int8_ms"] / medians["fp32_ms"]
+    return medians
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default=str(ROOT / "config/quant_bev_tiny.yaml"))
+    parser.add_argument("--frames", type=int, default=40, help="held-out frames per condition")
+    parser.add_argument("--drift-frames", type=int, default=300)
+    parser.add_argument("--latency-rounds", type=int, default=40)
+    parser.add_argument("--out", default=str(ROOT / "benchmarks/results/quant.json"))
+    args = parser.parse_args()
+    config = load_quant_config(args.config, root=ROOT)
+    plan = read_plan(config.plan)
+    conditions = list(config.validation.conditions)
+    t0 = time.time()
+    calibration_set = record_set(config.model, config.calibration)
+    balanced = calibrate_ranges(config, calibration_set)
+    total_sequences = len(config.calibration.conditions) * config.calibration.sequences_per_condition
+    night_spec = dataclasses.replace(config.calibration, conditions=("night",),
+                                     sequences_per_condition=total_sequences)
+    night_only = calibrate_ranges(dataclasses.replace(config, calibration=night_spec))
+    held_out = [record_sequence(config.model, SynthSpec(c, HELD_OUT_SEED + 1000 * i, args.frames))
+                for i, c in enumerate(conditions)]
+    rows: dict[str, dict] = {}
+    with tempfile.TemporaryDirectory(prefix="bench_quant.") as tmp:
+        models = {"fp32": config.model,
+                  "ort_quantize_static_defaults": write_ort_default(config.model, Path(tmp) / "ort.onnx",
+                                                                    calibration_set)}
+        for method in METHODS:
+            models[f"all_int8_{method}"] = write_qdq(config.model, Path(tmp) / f"all_{method}.onnx",
+                                                     balanced.thresholds[method], (), config.op_types)
+        models["ours_plan"] = write_qdq(config.model, Path(tmp) / "plan.onnx", balanced.thresholds[plan.method],
+                                        plan.node_names(), plan.op_types)
+        models["ours_plan_night_only_calibration"] = write_qdq(
+            config.model, Path(tmp) / "plan_night.onnx", night_only.thresholds[plan.method], plan.node_names(),
+            plan.op_types)
+        for label, path in models.items():
+            rows[label] = assess.nds_by_condition(assess.run_model(path, held_out, config.threads), held_out)
+            print(label, {c: round(v["NDS"], 4) for c, v in rows[label].items()}, flush=True)
+        feeds = [f for s in held_out for f in s.feeds[:4]]
+        latency_rows = {f"threads_{n}": latency(config.model, models["ours_plan"], feeds, n, args.latency_rounds)
+                        for n in (1, 2)}
+        drift_sequence = record_sequence(config.model, SynthSpec("day", DRIFT_SEED, args.drift_frames))
+        drift = drift_curve(config.model, models["ours_plan"], drift_sequence, threads=config.threads)
+    fp32 = rows["fp32"]
+    int8_rows = {k: v for k, v in rows.items() if k not in ("fp32", "ours_plan_night_only_calibration")}
+    delta = {k: {c: (v[c]["NDS"] - fp32[c]["NDS"]) * 100 for c in fp32} for k, v in int8_rows.items()}
+    worst = {k: min(d[c] for c in conditions) for k, d in delta.items()}
+    result = {
+        "model": str(config.model.relative_to(ROOT)) if config.model.is_relative_to(ROOT) else str(config.model),
+        "plan": str(config.plan.name), "float_nodes": plan.node_names(), "method": plan.method,
+        "held_out": {"conditions": conditions, "frames_per_condition": args.frames, "seed_base": HELD_OUT_SEED},
+        "nds": {k: {c: round(v["NDS"], 4) for c, v in r.items()} for k, r in rows.items()},
+        "map": {k: {c: round(v["mAP"], 4) for c, v in r.items()} for k, r in rows.items()},
+        "nds_delta_points_vs_fp32": {k: {c: round(x, 2) for c, x in d.items()} for k, d in delta.items()},
+        "worst_condition_delta_points": {k: round(v, 2) for k, v in worst.items()},
+        "best_int8_row": max(worst, key=worst.get),
+        "goal_within_0_5_points_every_condition": bool(worst["ours_plan"] >= -0.5),
+        "scenario_shift": {cal: {c: round(rows[row][c]["NDS"], 4) for c in ("day", "night")}
+                           for cal, row in (("balanced", "ours_plan"),
+                                            ("night_only", "ours_plan_night_only_calibration"))},
+        "latency": latency_rows, "latency_goal_ratio": 0.6,
+        "drift": {"frames": args.drift_frames, **drift.at(args.drift_frames),
+                  "cosine_min": float(min(drift.cosine)), "goal_cosine": 0.99},
+        "machine": platform.processor() or platform.machine(), "elapsed_s": round(time.time() - t0, 1),
+    }
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: result[k] for k in ("worst_condition_delta_points", "best_int8_row", "scenario_shift",
+                                             "latency", "drift")}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
