@@ -57,6 +57,35 @@ def latency(fp32: Path, int8: Path, feeds: list[dict], threads: int, rounds: int
     return medians
 
 
+def float_only_share(model: Path, feeds: list[dict], op_types: tuple[str, ...], runs: int = 8) -> dict:
+    """ORT profile of the FP32 model: time share of ops int8 cannot speed up (no int8 kernel or not
+    in op_types, e.g. GridSample). Even infinitely fast int8 kernels leave this share: a floor on the ratio."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 1
+    options.enable_profiling = True
+    options.profile_file_prefix = str(Path(tempfile.gettempdir()) / "bench_quant_profile")
+    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+    state_shape = next(i.shape for i in session.get_inputs() if i.name == "prev_bev")
+    feed = {**feeds[0], "prev_bev": np.zeros(state_shape, np.float32), "prev_valid": np.ones(1, np.float32)}
+    for _ in range(runs):
+        session.run(None, feed)
+    profile = Path(session.end_profiling())
+    events = [e for e in json.loads(profile.read_text())
+              if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
+    profile.unlink()
+    by_op: dict[str, float] = {}
+    for event in events:
+        by_op[event["args"]["op_name"]] = by_op.get(event["args"]["op_name"], 0.0) + event["dur"] / runs / 1e3
+    total = sum(by_op.values())
+    fixed = sum(ms for op, ms in by_op.items() if op not in op_types)
+    return {"fp32_kernel_ms": round(total, 2), "float_only_ms": round(fixed, 2),
+            "float_only_share": round(fixed / total, 3),
+            "float_only_ops_ms": {op: round(ms, 2) for op, ms in sorted(by_op.items(), key=lambda kv: -kv[1])
+                                  if op not in op_types and ms > 0.2}}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "config/quant_bev_tiny.yaml"))
@@ -96,6 +125,7 @@ def main() -> int:
         feeds = [f for s in held_out for f in s.feeds[:4]]
         latency_rows = {f"threads_{n}": latency(config.model, models["ours_plan"], feeds, n, args.latency_rounds)
                         for n in (1, 2)}
+        latency_rows["fp32_float_only_profile"] = float_only_share(config.model, feeds, tuple(config.op_types))
         drift_sequence = record_sequence(config.model, SynthSpec("day", DRIFT_SEED, args.drift_frames))
         drift = drift_curve(config.model, models["ours_plan"], drift_sequence, threads=config.threads)
     fp32 = rows["fp32"]

@@ -17,12 +17,12 @@ from typing import Any
 
 from bev_quant_ros.quant.calib_data import (ConditionStats, RecordedSequence, collect_activation_stats,
                                             merge_conditions, record_set)
-from bev_quant_ros.quant.config import QuantConfig
+from bev_quant_ros.quant.config import AUTO_METHOD, QuantConfig
 from bev_quant_ros.quant.plan import (PrecisionPlan, apply_plan, float_reasons, read_plan, search_plan, sha256,
                                       write_plan)
 from bev_quant_ros.quant.qdq import calibration_tensors, load_checked
 from bev_quant_ros.quant.ranges import METHODS, compute_thresholds
-from bev_quant_ros.quant.sensitivity import NodeSensitivity, measure_sensitivity
+from bev_quant_ros.quant.sensitivity import NodeSensitivity, measure_sensitivity, method_errors
 
 LOG = logging.getLogger(__name__)
 STATS_FILE, THRESHOLDS_FILE, SENSITIVITY_FILE, SEARCH_FILE = ("stats.pkl", "thresholds.json", "sensitivity.json",
@@ -53,6 +53,17 @@ def truncated(sequences: list[RecordedSequence], frames: int) -> list[RecordedSe
                              s.gt_num_lidar_points[:frames]) for s in sequences]
 
 
+def run_sensitivity(config: QuantConfig, calibration: Calibration, proxy_set: list[RecordedSequence]
+                    ) -> tuple[str, dict[str, float], list[NodeSensitivity]]:
+    """Resolve the method (`auto`: smallest all-INT8 output error) and measure per-node sensitivity."""
+    errors = method_errors(config.model, calibration.thresholds, proxy_set, config.op_types, config.threads)
+    method = min(errors, key=errors.get) if config.method == AUTO_METHOD else config.method
+    LOG.info("all-INT8 output error per method %s: using %s", errors, method)
+    sensitivity = measure_sensitivity(config.model, calibration.thresholds[method], proxy_set, config.op_types,
+                                      config.threads)
+    return method, errors, sensitivity
+
+
 def run_calibration(config: QuantConfig, plan_path: Path | None = None) -> PrecisionPlan:
     """The whole `calibrate` command (module docstring); returns the plan that was applied."""
     work = config.work_dir
@@ -65,20 +76,22 @@ def run_calibration(config: QuantConfig, plan_path: Path | None = None) -> Preci
         plan = read_plan(plan_path)
         apply_plan(plan, config.model, calibration.thresholds[plan.method], config.output)
         return plan
-    thresholds = calibration.thresholds[config.method]
     validation = record_set(config.model, config.validation)
-    sensitivity = measure_sensitivity(config.model, thresholds, truncated(validation, config.sensitivity_frames),
-                                      config.op_types, config.threads)
+    method, errors, sensitivity = run_sensitivity(config, calibration, truncated(validation,
+                                                                                 config.sensitivity_frames))
+    thresholds = calibration.thresholds[method]
     (work / SENSITIVITY_FILE).write_text(json.dumps([s.to_dict() for s in sensitivity], indent=1))
     chosen, steps, fp32 = search_plan(config.model, thresholds, sensitivity, validation, config.budget_nds,
                                       config.op_types, config.threads)
-    (work / SEARCH_FILE).write_text(json.dumps({"fp32": fp32, "steps": [s.__dict__ for s in steps]}, indent=1))
+    (work / SEARCH_FILE).write_text(json.dumps({"method_errors": errors, "method": method, "fp32": fp32,
+                                                "steps": [s.__dict__ for s in steps]}, indent=1))
     final = next(s for s in reversed(steps) if sorted(s.float_nodes) == sorted(chosen))
     plan = PrecisionPlan(
-        model=config.model.name, model_sha256=sha256(config.model), method=config.method,
+        model=config.model.name, model_sha256=sha256(config.model), method=method,
         percentile=config.percentile, op_types=list(config.op_types), budget_nds=config.budget_nds,
         float_nodes=float_reasons(chosen, sensitivity, steps),
-        measured=_measured(config, fp32, final.nds, steps[0].nds))
+        measured={**_measured(config, fp32, final.nds, steps[0].nds),
+                  "all_int8_output_error_per_method": {m: round(e, 4) for m, e in errors.items()}})
     write_plan(plan, config.plan)
     apply_plan(plan, config.model, thresholds, config.output)
     return plan

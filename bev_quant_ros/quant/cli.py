@@ -47,21 +47,21 @@ def _calibrate(args: argparse.Namespace) -> int:
 
 def _sensitivity(args: argparse.Namespace) -> int:
     from bev_quant_ros.quant.calib_data import record_set
-    from bev_quant_ros.quant.calibrate import calibrate_ranges, truncated
+    from bev_quant_ros.quant.calibrate import calibrate_ranges, run_sensitivity, truncated
     from bev_quant_ros.quant.config import load_quant_config
-    from bev_quant_ros.quant.sensitivity import measure_sensitivity
 
     _logging()
     config = load_quant_config(args.config)
-    thresholds = calibrate_ranges(config).thresholds[config.method]
     validation = truncated(record_set(config.model, config.validation), config.sensitivity_frames)
-    rows = measure_sensitivity(config.model, thresholds, validation, config.op_types, config.threads)
+    method, errors, rows = run_sensitivity(config, calibrate_ranges(config), validation)
+    print(f"all-INT8 output error per method: {errors}; sensitivity with {method}")
     print(f"{'node':70s} {'op':10s} {'only int8':>10s} {'all but':>10s} {'float gain':>10s}")
     for r in rows:
         print(f"{r.node:70s} {r.op_type:10s} {r.only_int8_error:10.4f} {r.all_but_this_error:10.4f} "
               f"{r.float_gain:10.4f}")
     if args.json:
-        Path(args.json).write_text(json.dumps([r.to_dict() for r in rows], indent=1))
+        Path(args.json).write_text(json.dumps({"method": method, "method_errors": errors,
+                                               "nodes": [r.to_dict() for r in rows]}, indent=1))
     return 0
 
 

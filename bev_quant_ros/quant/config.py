@@ -13,6 +13,8 @@ from bev_quant_ros.quant.calib_data import SequenceSetSpec
 from bev_quant_ros.quant.qdq import DEFAULT_OP_TYPES
 from bev_quant_ros.quant.ranges import METHODS
 
+AUTO_METHOD = "auto"  # pick the method with the smallest all-INT8 output error on the validation frames
+
 
 @dataclass(frozen=True)
 class QuantConfig:
@@ -53,7 +55,7 @@ def load_quant_config(path: str | Path, root: str | Path | None = None) -> Quant
         config = QuantConfig(
             model=base / doc["model"], output=base / doc["output"], plan=base / doc["plan"],
             work_dir=base / doc.get("work_dir", ".cache/quant"),
-            method=str(calibration.get("method", "entropy")),
+            method=str(calibration.get("method", AUTO_METHOD)),
             percentile=float(calibration.get("percentile", 99.99)), bins=int(calibration.get("bins", 2048)),
             calibration=_spec(calibration, f"{path}: calibration"),
             validation=_spec(doc["validation"], f"{path}: validation"),
@@ -62,8 +64,9 @@ def load_quant_config(path: str | Path, root: str | Path | None = None) -> Quant
             op_types=tuple(doc.get("op_types", DEFAULT_OP_TYPES)), threads=int(doc.get("threads", 1)))
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"quantization config {path} lacks {exc}") from None
-    if config.method not in METHODS:
-        raise ConfigError(f"{path}: calibration.method must be one of {METHODS}, got '{config.method}'")
+    if config.method not in (*METHODS, AUTO_METHOD):
+        raise ConfigError(f"{path}: calibration.method must be one of {(*METHODS, AUTO_METHOD)}, "
+                          f"got '{config.method}'")
     if not 50.0 < config.percentile <= 100.0:
         raise ConfigError(f"{path}: calibration.percentile must be in (50, 100], got {config.percentile}")
     if config.bins < 256 or config.bins & (config.bins - 1):

@@ -126,7 +126,7 @@ def search_plan(model_path: str | Path, thresholds: Mapping[str, float], sensiti
             steps.append(step)
             return step
 
-        ranked = [s.node for s in sensitivity if s.float_gain > 0][:max_float_nodes]
+        ranked = [s.node for s in sensitivity if s.damage > 0][:max_float_nodes]
         chosen: list[str] = []
         current = measure(chosen)
         for node in ranked:

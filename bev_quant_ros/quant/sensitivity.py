@@ -38,8 +38,17 @@ class NodeSensitivity:
         """How much keeping this node float reduces the all-INT8 error."""
         return self.all_int8_error - self.all_but_this_error
 
+    @property
+    def damage(self) -> float:
+        """Ranking key: its own int8 error plus what keeping it float removes from the all-INT8 error.
+
+        The first alone misses interactions (softmax after int8 logits); the second alone is
+        blind where error is spread over many nodes (removing one leaves the rest).
+        """
+        return self.only_int8_error + max(self.float_gain, 0.0)
+
     def to_dict(self) -> dict[str, float | str]:
-        return {**asdict(self), "float_gain": self.float_gain}
+        return {**asdict(self), "float_gain": self.float_gain, "damage": self.damage}
 
 
 def candidate_nodes(model_path: str | Path, op_types: Sequence[str] = DEFAULT_OP_TYPES) -> list[tuple[str, str]]:
@@ -51,7 +60,7 @@ def candidate_nodes(model_path: str | Path, op_types: Sequence[str] = DEFAULT_OP
 def measure_sensitivity(model_path: str | Path, thresholds: Mapping[str, float],
                         sequences: Sequence[RecordedSequence], op_types: Sequence[str] = DEFAULT_OP_TYPES,
                         threads: int = 1) -> list[NodeSensitivity]:
-    """Sensitivity of every candidate node, most damaging (largest float gain) first."""
+    """Sensitivity of every candidate node, most damaging first."""
     reference = assess.run_model(model_path, sequences, threads, keep_heads=True)
     nodes = candidate_nodes(model_path, op_types)
     all_names = [n.name for n in load_checked(model_path).graph.node]
@@ -67,4 +76,18 @@ def measure_sensitivity(model_path: str | Path, thresholds: Mapping[str, float],
             all_but = error([name])
             LOG.info("sensitivity %d/%d %s: only-int8 %.4f all-but %.4f", index + 1, len(nodes), name, only, all_but)
             result.append(NodeSensitivity(name, op_type, only, all_but, all_int8))
-    return sorted(result, key=lambda s: s.float_gain, reverse=True)
+    return sorted(result, key=lambda s: s.damage, reverse=True)
+
+
+def method_errors(model_path: str | Path, thresholds: Mapping[str, Mapping[str, float]],
+                  sequences: Sequence[RecordedSequence], op_types: Sequence[str] = DEFAULT_OP_TYPES,
+                  threads: int = 1) -> dict[str, float]:
+    """All-INT8 output error vs FP32 for each calibration method's thresholds."""
+    reference = assess.run_model(model_path, sequences, threads, keep_heads=True)
+    result = {}
+    with tempfile.TemporaryDirectory(prefix="bev_quant_methods.") as tmp:
+        for method, values in thresholds.items():
+            path = write_qdq(model_path, Path(tmp) / f"{method}.onnx", values, (), op_types)
+            result[method] = assess.head_error(reference, assess.run_model(path, sequences, threads,
+                                                                            keep_heads=True))
+    return result

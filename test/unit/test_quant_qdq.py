@@ -15,10 +15,10 @@ from bev_quant_ros.quant import assess
 from bev_quant_ros.quant.calib_data import (RecordedSequence, SequenceSetSpec, collect_activation_stats,
                                             merge_conditions, record_set)
 from bev_quant_ros.quant.drift import drift_curve, state_path_nodes
-from bev_quant_ros.quant.plan import FloatNode, PrecisionPlan, apply_plan, read_plan, write_plan
+from bev_quant_ros.quant.plan import FloatNode, PrecisionPlan, apply_plan, read_plan, search_plan, write_plan
 from bev_quant_ros.quant.qdq import calibration_tensors, load_checked, write_qdq
 from bev_quant_ros.quant.ranges import compute_thresholds
-from bev_quant_ros.quant.sensitivity import candidate_nodes
+from bev_quant_ros.quant.sensitivity import NodeSensitivity, candidate_nodes
 
 
 @pytest.fixture(scope="module")
@@ -123,3 +123,16 @@ def test_tensorrt_rtx_parses_and_builds_our_qdq(calibrated, tiny_model_path, tmp
     out = write_qdq(tiny_model_path, tmp_path / "tiny.int8.onnx", thresholds)
     engine = build_serialized_engine(import_tensorrt("tensorrt_rtx"), out, BuildOptions(workspace_mib=64))
     assert len(engine) > 10_000
+
+
+def test_plan_search_keeps_ranked_nodes_only_while_the_budget_is_missed(calibrated, tiny_model_path):
+    sequences, _, thresholds = calibrated
+    nodes = candidate_nodes(tiny_model_path)
+    softmax, conv = (next(n for n, op in nodes if op == kind) for kind in ("Softmax", "Conv"))
+    ranked = [NodeSensitivity(softmax, "Softmax", 0.3, 0.1, 0.2), NodeSensitivity(conv, "Conv", 0.1, 0.2, 0.2),
+              NodeSensitivity("/unused", "Add", 0.0, 0.2, 0.2)]  # no damage: never a candidate
+    chosen, steps, fp32 = search_plan(tiny_model_path, thresholds, ranked, sequences, budget_nds=1.0)
+    assert chosen == [] and len(steps) == 1 and set(fp32) == {"day", "night", "all"}
+    chosen, steps, _ = search_plan(tiny_model_path, thresholds, ranked, sequences, budget_nds=-1.0)
+    assert chosen == [softmax, conv]  # an unreachable budget keeps every damaging node, in rank order
+    assert [len(s.float_nodes) for s in steps] == [0, 1, 2, 1, 1]  # greedy adds, then tries each removal
