@@ -176,7 +176,7 @@ class ModelConfig:
             LIDAR_SUMMARY_CHANNELS)
 
     def save(self, path: str | Path) -> None:
-        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False))
+        Path(path).write_text(yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None, width=100))
 
 
 def example_inputs(cfg: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
