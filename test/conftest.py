@@ -7,7 +7,6 @@ the real network code with small sizes, so pipeline, node and tool tests run
 real ONNX Runtime kernels in a few milliseconds.
 """
 
-import dataclasses
 import os
 from pathlib import Path
 
@@ -18,17 +17,11 @@ os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 200))
 # to LOCALHOST) reliable 1 MB images were measured arriving up to 0.8 s late here.
 os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
 
-ROOT = Path(__file__).resolve().parents[1]
-
-
 @pytest.fixture(scope="session")
 def tiny_model_config():
-    from bev_quant_ros.model_config import NetworkConfig, load_model_config
+    from tiny_model import tiny_config
 
-    return dataclasses.replace(load_model_config(ROOT / "models" / "bev_tiny.yaml"), Hb=32, Wb=32,
-                               image_height=32, image_width=64, C=8,
-                               network=NetworkConfig(image_channels=(8, 8), lift_channels=4,
-                                                     attention_heads=2, attention_pool=4))
+    return tiny_config()
 
 
 @pytest.fixture(scope="session")

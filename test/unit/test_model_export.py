@@ -17,14 +17,12 @@ from bev_quant_ros.errors import ConfigError, ModelContractError  # noqa: E402
 from bev_quant_ros.model.export import (MAX_ABS_DIFF, OPSET, check_contract, compare_with_torch,  # noqa: E402
                                         export_onnx)
 from bev_quant_ros.model.network import BEVDetector  # noqa: E402
-from bev_quant_ros.model_config import (NetworkConfig, example_inputs, load_model_config,  # noqa: E402
-                                       model_config_for_onnx)
+from bev_quant_ros.model_config import example_inputs, model_config_for_onnx  # noqa: E402
+
+from tiny_model import tiny_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = dataclasses.replace(load_model_config(ROOT / "models" / "bev_tiny.yaml"), Hb=32, Wb=32,
-                           image_height=32, image_width=64, C=8,
-                           network=NetworkConfig(image_channels=(8, 8), lift_channels=4,
-                                                 attention_heads=2, attention_pool=4))
+TINY = tiny_config()
 
 
 @pytest.fixture(scope="module")

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -14,15 +11,11 @@ import torch.nn.functional as F  # noqa: E402
 
 from bev_quant_ros.model_config import example_inputs  # noqa: E402
 from bev_quant_ros.model.network import BEVDetector, base_grid, lift_to_bev, warp_bev  # noqa: E402
-from bev_quant_ros.model_config import NetworkConfig, load_model_config  # noqa: E402
 from bev_quant_ros.preprocess import ego_motion_affine  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[2]
-SHIPPED = load_model_config(ROOT / "models" / "bev_tiny.yaml")
-# same geometry family, small enough for fast tests: 32x32 BEV of 3.2 m cells
-TINY = dataclasses.replace(SHIPPED, Hb=32, Wb=32, image_height=32, image_width=64, C=8,
-                           network=NetworkConfig(image_channels=(8, 8), lift_channels=4,
-                                                 attention_heads=2, attention_pool=4))
+from tiny_model import tiny_config  # noqa: E402
+
+TINY = tiny_config()
 
 
 def _batched(cfg, seed=0):

@@ -19,13 +19,11 @@ from bev_quant_ros.model.network import BEVDetector  # noqa: E402
 from bev_quant_ros.model.targets import encode_targets  # noqa: E402
 from bev_quant_ros.model.train import (WindowSampler, load_detector, load_train_config, run_window,  # noqa: E402
                                        save_checkpoint)
-from bev_quant_ros.model_config import NetworkConfig, load_model_config  # noqa: E402
+
+from tiny_model import tiny_config  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[2]
-TINY = dataclasses.replace(load_model_config(ROOT / "models" / "bev_tiny.yaml"), Hb=32, Wb=32,
-                           image_height=32, image_width=64, C=8,
-                           network=NetworkConfig(image_channels=(8, 8), lift_channels=4,
-                                                 attention_heads=2, attention_pool=4))
+TINY = tiny_config()
 TRAIN_CFG = dataclasses.replace(load_train_config(ROOT / "config" / "train_bev_tiny.yaml"), window=2,
                                 frames_per_sequence=2, batch_size=2, camera_dropout_p=0.0,
                                 all_cameras_off_p=0.0, lidar_off_p=0.0, prev_reset_p=0.0)

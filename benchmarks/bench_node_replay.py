@@ -1,0 +1,63 @@
+"""Real-time replay of the demo bag into bev_perception_node: rate, drops, latency, node cost.
+
+Goals (issue 7): output >= 29 Hz for 30 Hz cameras, >= 99 % of frames processed,
+camera stamp -> publish p95 <= 66 ms, node cost over the bare engine <= 25 % of engine time.
+Runs each configuration once on the same bag in one invocation, so they are comparable
+on this shared machine; the machine load is recorded with the result.
+
+Run: .venv/bin/python benchmarks/bench_node_replay.py [--frames 150] [--out benchmarks/results/node_replay.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+from pathlib import Path
+
+from bev_quant_ros.evaluation.live import run_live
+from bev_quant_ros.resources import default_model_path
+from bev_quant_ros.tools.demo import ensure_bag
+
+CONFIGURATIONS = {  # name -> (precision, extra node parameters)
+    "int8_compressed": ("int8", []),
+    "fp32_compressed": ("fp32", []),
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=150)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "node_replay.json")
+    args = parser.parse_args()
+    bag = ensure_bag(args.frames)
+    results = {}
+    for name, (precision, extra) in CONFIGURATIONS.items():
+        try:
+            model = default_model_path(precision)
+        except Exception as exc:  # a model not shipped yet is reported, not fatal
+            results[name] = {"skipped": str(exc)}
+            continue
+        node_args = ["-p", f"model_path:={model}", "-p", f"precision:={precision}",
+                     "-p", "qos_reliability:=reliable", "-p", "image_transport:=compressed", *extra]
+        results[name] = run_live(bag, node_args).to_json()
+        print(name, json.dumps({k: results[name][k] for k in (
+            "output_rate_hz", "frames_processed_pct", "pipeline_latency_ms", "stage_p50_ms",
+            "node_added_cost_pct_of_engine")}), flush=True)
+    report = {
+        "benchmark": "bag replay (BagPlayer, rate 1) -> bev_perception_node process -> detections",
+        "bag": str(bag), "frames": args.frames, "camera_hz": 30.0,
+        "goals": {"output_rate_hz": ">= 29", "frames_processed_pct": ">= 99",
+                  "pipeline_latency_p95_ms": "<= 66", "node_added_cost_pct_of_engine": "<= 25"},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_1m_at_end": os.getloadavg()[0]},
+        "results": results,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
