@@ -26,10 +26,13 @@ from bev_quant_ros.errors import PrecisionPlanError
 from bev_quant_ros.quant.calib_data import RecordedSequence, state_feeds
 
 # Ops quantized by default: the compute ops that become int8 kernels (QLinearConv/MatMul on ORT CPU,
-# fused INT8 layers in TensorRT) plus the elementwise ops between them. Data movement ops
-# (Reshape, Gather, ...) are left out so grid/shape arithmetic cannot be quantized by accident.
-DEFAULT_OP_TYPES: tuple[str, ...] = ("Conv", "MatMul", "Softmax", "Add", "Mul", "Concat", "AveragePool",
-                                     "Resize", "Sigmoid", "Relu", "Slice")
+# fused INT8 layers in TensorRT) and the ops between them that keep a tensor int8. Left out:
+# data movement (Reshape, Gather, ...), so grid/shape arithmetic cannot be quantized by accident,
+# and the gating/masking elementwise ops (Mul, Sigmoid, Slice): on ORT CPU their Q/DQ around
+# float-only neighbours (GridSample) cost more than QLinearMul saves (measured: the camera-lift
+# Mul went 4.7 ms float -> 10 ms with its Q/DQ), and TensorRT fuses them into adjacent layers anyway.
+DEFAULT_OP_TYPES: tuple[str, ...] = ("Conv", "MatMul", "Softmax", "Add", "Concat", "AveragePool", "Resize",
+                                     "Relu")
 # DedicatedQDQPair: one Q/DQ pair per consumer, so ORT can fuse each Conv into QLinearConv
 # even where a tensor feeds two nodes (TensorRT fuses either way).
 TRT_EXTRA_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,

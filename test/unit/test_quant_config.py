@@ -1,0 +1,47 @@
+"""The calibration config: the shipped file loads; bad values are ConfigErrors naming the key."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from bev_quant_ros.errors import ConfigError
+from bev_quant_ros.quant.config import load_quant_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SHIPPED = ROOT / "config" / "quant_bev_tiny.yaml"
+
+
+def test_shipped_config_is_balanced_and_disjoint_from_training_and_held_out_seeds():
+    config = load_quant_config(SHIPPED, root=ROOT)
+    assert config.model == ROOT / "models/bev_tiny.onnx" and config.output == ROOT / "models/bev_tiny.int8.onnx"
+    assert config.calibration.conditions == ("day", "night", "rain", "fog")
+    seeds = [s.seed for s in config.calibration.synth_specs() + config.validation.synth_specs()]
+    assert len(set(seeds)) == len(seeds) and min(seeds) >= 10_000 and max(seeds) < 100_000
+    assert config.budget_nds == 0.005
+
+
+@pytest.mark.parametrize("key, value, message", [
+    (("calibration", "method"), "kl", "calibration.method"),
+    (("calibration", "percentile"), 20.0, "percentile"),
+    (("calibration", "bins"), 1000, "bins"),
+    (("budget_nds",), -1, "budget_nds"),
+])
+def test_bad_values_are_named(tmp_path, key, value, message):
+    doc = yaml.safe_load(SHIPPED.read_text())
+    target = doc
+    for part in key[:-1]:
+        target = target[part]
+    target[key[-1]] = value
+    path = tmp_path / "quant.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match=message):
+        load_quant_config(path, root=ROOT)
+
+
+def test_missing_section_is_named(tmp_path):
+    doc = yaml.safe_load(SHIPPED.read_text())
+    del doc["validation"]
+    (tmp_path / "quant.yaml").write_text(yaml.safe_dump(doc))
+    with pytest.raises(ConfigError, match="validation"):
+        load_quant_config(tmp_path / "quant.yaml", root=ROOT)
