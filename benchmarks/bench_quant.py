@@ -33,7 +33,7 @@ from bev_quant_ros.quant.calib_data import SequenceSetSpec, record_sequence, rec
 from bev_quant_ros.quant.calibrate import calibrate_ranges  # noqa: E402
 from bev_quant_ros.quant.config import load_quant_config  # noqa: E402
 from bev_quant_ros.quant.drift import drift_curve  # noqa: E402
-from bev_quant_ros.quant.plan import read_plan  # noqa: E402
+from bev_quant_ros.quant.plan import read_plan, sha256  # noqa: E402
 from bev_quant_ros.quant.qdq import write_ort_default, write_qdq  # noqa: E402
 from bev_quant_ros.quant.ranges import METHODS  # noqa: E402
 from bev_quant_ros.quant.report import DRIFT_SEED, HELD_OUT_SEED  # noqa: E402
@@ -134,6 +134,7 @@ def main() -> int:
     worst = {k: min(d[c] for c in conditions) for k, d in delta.items()}
     result = {
         "model": str(config.model.relative_to(ROOT)) if config.model.is_relative_to(ROOT) else str(config.model),
+        "model_sha256": sha256(config.model),
         "plan": str(config.plan.name), "float_nodes": plan.node_names(), "method": plan.method,
         "held_out": {"conditions": conditions, "frames_per_condition": args.frames, "seed_base": HELD_OUT_SEED},
         "nds": {k: {c: round(v["NDS"], 4) for c, v in r.items()} for k, r in rows.items()},
