@@ -74,15 +74,27 @@ class DetectionMetrics:
     frames: int
 
     @property
+    def evaluated_classes(self) -> tuple[str, ...]:
+        """Classes with ground truth in the evaluated frames (all of them if none has any).
+
+        nuScenes never lacks a class; short synthetic sets can (a drive without trucks).
+        The devkit would score such a class AP 0 and TP errors 1 and so penalise the
+        model for objects that were not there; the class means leave it out instead and
+        the JSON lists it under ``classes_without_gt``. Per-class values are unchanged.
+        """
+        present = tuple(c for c in self.class_names if self.num_gt[c] > 0)
+        return present or self.class_names
+
+    @property
     def mean_ap(self) -> float:
-        """AP averaged over distance thresholds, then over classes."""
+        """AP averaged over distance thresholds, then over the evaluated classes."""
         return float(np.mean([np.mean(list(self.label_aps[c].values()))
-                              for c in self.class_names]))
+                              for c in self.evaluated_classes]))
 
     @property
     def tp_errors(self) -> dict[str, float]:
-        """Each TP error averaged over the classes where it is defined."""
-        return {name: _nanmean([self.label_tp_errors[c][name] for c in self.class_names])
+        """Each TP error averaged over the evaluated classes where it is defined."""
+        return {name: _nanmean([self.label_tp_errors[c][name] for c in self.evaluated_classes])
                 for name in TP_ERROR_NAMES}
 
     @property
@@ -106,7 +118,9 @@ class DetectionMetrics:
         summary = {"mAP": _json_float(self.mean_ap), "NDS": _json_float(self.nd_score)}
         summary.update({f"m{TP_METRIC_LABELS[name]}": _json_float(tp[name])
                         for name in TP_ERROR_NAMES})
-        summary.update(per_class=per_class, frames=self.frames, **_notes(self.config))
+        summary.update(per_class=per_class, frames=self.frames,
+                       classes_without_gt=[c for c in self.class_names if c not in self.evaluated_classes],
+                       **_notes(self.config))
         return summary
 
 
@@ -225,8 +239,9 @@ def _notes(cfg: EvalConfig) -> dict[str, str]:
                   f"interpolation, min recall {cfg.min_recall:g}, min precision "
                   f"{cfg.min_precision:g}; TP errors of the matches at {cfg.dist_th_tp_m:g} m. "
                   f"Removed before matching: {ranges}, and GT boxes with 0 lidar points. "
-                  "Classes without GT score AP 0 and TP errors 1 (devkit). null: error "
-                  "undefined for the class (traffic_cone AOE/AVE)."),
+                  "Classes without GT score AP 0 and TP errors 1 (devkit) but are left out of "
+                  "the class means (classes_without_gt). null: error undefined for the class "
+                  "(traffic_cone AOE/AVE)."),
     }
 
 

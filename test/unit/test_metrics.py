@@ -244,3 +244,14 @@ def test_agrees_with_nuscenes_devkit(seed):
     # the random set exercises the interesting regimes, not only trivial ones
     aps = [ap for c in CLASS_NAMES for ap in ours.label_aps[c].values()]
     assert max(aps) > 0.3 and len({round(ap, 6) for ap in aps}) > 10
+
+
+def test_classes_absent_from_ground_truth_are_left_out_of_the_means():
+    rng = np.random.default_rng(4)
+    gts = [boxes([("car", *rng.uniform(-25, 25, 2), rng.uniform(-3, 3), *rng.normal(size=2))
+                  for _ in range(3)]) for _ in range(3)]
+    out = evaluate_detections([as_detections(g) for g in gts], gts).to_json()
+    assert out["classes_without_gt"] == ["truck", "pedestrian", "bicycle", "traffic_cone"]
+    assert out["mAP"] == pytest.approx(1.0, abs=1e-12)  # the devkit's class mean would give 0.2
+    assert out["NDS"] == pytest.approx(1.0, abs=1e-12)
+    assert out["per_class"]["truck"]["AP"] == 0.0 and out["per_class"]["truck"]["num_gt"] == 0
