@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 from bev_quant_ros.engine.base import create_engine  # noqa: E402
 from bev_quant_ros.evaluation.sources import SynthSpec  # noqa: E402
 from bev_quant_ros.quant import assess  # noqa: E402
-from bev_quant_ros.quant.calib_data import SequenceSetSpec, record_sequence, record_set  # noqa: E402
+from bev_quant_ros.quant.calib_data import record_sequence, record_set  # noqa: E402
 from bev_quant_ros.quant.calibrate import calibrate_ranges  # noqa: E402
 from bev_quant_ros.quant.config import load_quant_config  # noqa: E402
 from bev_quant_ros.quant.drift import drift_curve  # noqa: E402

@@ -74,6 +74,10 @@ def run_calibration(config: QuantConfig, plan_path: Path | None = None) -> Preci
     (work / THRESHOLDS_FILE).write_text(json.dumps(calibration.thresholds, indent=1))
     if plan_path is not None:
         plan = read_plan(plan_path)
+        if plan.model_sha256 and plan.model_sha256 != sha256(config.model):
+            LOG.warning("plan %s was searched on another %s (sha256 differs): its float nodes exist but "
+                        "its measured NDS is not this model's; rerun without --plan to search again",
+                        plan_path, config.model.name)
         apply_plan(plan, config.model, calibration.thresholds[plan.method], config.output)
         return plan
     validation = record_set(config.model, config.validation)

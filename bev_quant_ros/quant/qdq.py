@@ -10,6 +10,7 @@ Entropy silently equals MinMax, are never used for the shipped model.
 from __future__ import annotations
 
 import itertools
+import math
 import shutil
 import tempfile
 from pathlib import Path
@@ -112,26 +113,44 @@ def copy_model_config(model_path: Path, out_path: Path) -> None:
 class SequenceReader(CalibrationDataReader):
     """ORT calibration reader over recorded sequences, each frame with the FP32 model's own state.
 
-    Lazy: a frame's full feed exists only while ORT's calibrator runs it.
+    Lazy (a frame's full feed exists only while ORT runs it) and strided: ORT's
+    `CalibStridedMinMax` calls `set_range` with consecutive windows, which this reader
+    serves from one running pass, so the recurrent state stays sequential.
     """
 
     def __init__(self, model_path: str | Path, sequences: Sequence[RecordedSequence]) -> None:
         import onnxruntime as ort
 
         session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
+        self._total = sum(len(s) for s in sequences)
         self._iter = (feed for sequence in sequences for feed, _ in state_feeds(session, sequence, []))
+        self._left = self._total
+
+    def __len__(self) -> int:
+        return self._total
+
+    def set_range(self, start_index: int, end_index: int) -> None:
+        self._left = end_index - start_index
 
     def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._left <= 0:
+            return None
+        self._left -= 1
         return next(self._iter, None)
 
 
 def write_ort_default(model_path: str | Path, out_path: str | Path,
                       sequences: Sequence[RecordedSequence]) -> Path:
-    """The baseline: `quantize_static` with all its defaults (MinMax, QDQ, every op type it knows)."""
+    """The baseline: `quantize_static` with all its defaults (MinMax, QDQ, every op type it knows).
+
+    Only memory is bounded: `CalibStridedMinMax` merges exact running min/max per window
+    (same ranges). Not `CalibMaxIntermediateOutputs`: in onnxruntime 1.32 it discards every
+    full window without computing its range, so only the last partial window would count.
+    """
     model_path, out_path = Path(model_path), Path(out_path)
     load_checked(model_path)
-    # CalibMaxIntermediateOutputs only bounds memory (MinMax merges running extremes): same ranges
-    quantize_static(str(model_path), str(out_path), SequenceReader(model_path, sequences),
-                    extra_options={"CalibMaxIntermediateOutputs": 4})
+    reader = SequenceReader(model_path, sequences)
+    quantize_static(str(model_path), str(out_path), reader,
+                    extra_options={"CalibStridedMinMax": math.gcd(len(reader), 8)})
     copy_model_config(model_path, out_path)
     return out_path

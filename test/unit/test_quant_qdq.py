@@ -2,7 +2,6 @@
 
 import hashlib
 import importlib.util
-import shutil
 
 import numpy as np
 import onnx
