@@ -85,14 +85,14 @@ def run_calibration(config: QuantConfig, plan_path: Path | None = None) -> Preci
                                                                                  config.sensitivity_frames))
     thresholds = calibration.thresholds[method]
     (work / SENSITIVITY_FILE).write_text(json.dumps([s.to_dict() for s in sensitivity], indent=1))
-    chosen, steps, fp32 = search_plan(config.model, thresholds, sensitivity, validation, config.budget_nds,
+    chosen, steps, fp32 = search_plan(config.model, thresholds, sensitivity, validation, config.search_budget_nds,
                                       config.op_types, config.threads)
     (work / SEARCH_FILE).write_text(json.dumps({"method_errors": errors, "method": method, "fp32": fp32,
                                                 "steps": [s.__dict__ for s in steps]}, indent=1))
     final = next(s for s in reversed(steps) if sorted(s.float_nodes) == sorted(chosen))
     plan = PrecisionPlan(
         model=config.model.name, model_sha256=sha256(config.model), method=method,
-        percentile=config.percentile, op_types=list(config.op_types), budget_nds=config.budget_nds,
+        percentile=config.percentile, op_types=list(config.op_types), budget_nds=config.search_budget_nds,
         float_nodes=float_reasons(chosen, sensitivity, steps),
         measured={**_measured(config, fp32, final.nds, steps[0].nds),
                   "all_int8_output_error_per_method": {m: round(e, 4) for m, e in errors.items()}})

@@ -27,7 +27,7 @@ from bev_quant_ros.quant.calibrate import SEARCH_FILE, STATS_FILE, THRESHOLDS_FI
 from bev_quant_ros.quant.config import QuantConfig  # noqa: E402
 from bev_quant_ros.quant.drift import DriftCurve, drift_curve, state_path_nodes  # noqa: E402
 from bev_quant_ros.quant.outliers import clip_points, condition_shift, range_table  # noqa: E402
-from bev_quant_ros.quant.plan import read_plan  # noqa: E402
+from bev_quant_ros.quant.plan import read_plan, sha256  # noqa: E402
 from bev_quant_ros.quant.qdq import load_checked, write_qdq  # noqa: E402
 from bev_quant_ros.quant.sensitivity import NodeSensitivity, candidate_nodes  # noqa: E402
 
@@ -138,6 +138,8 @@ def write_report(config: QuantConfig, out_dir: Path, drift_frames: int = 300, ev
                                                   held_out)}
     shift = condition_shift(stats)
     lines = [f"# Quantization report: `{config.model.name}` → `{config.output.name}`", "",
+             f"FP32 model sha256 `{sha256(config.model)[:16]}…`; plan searched on sha256 "
+             f"`{plan.model_sha256[:16]}…`.", "",
              f"Calibration: {plan.method} on {config.calibration}; plan budget {plan.budget_nds * 100:.2f} NDS points "
              f"per condition. Regenerate: `bev-quant calibrate --config <config>` then "
              f"`bev-quant quant-report --config <config>`.", "",

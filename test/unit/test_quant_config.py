@@ -26,6 +26,7 @@ def test_shipped_config_is_balanced_and_disjoint_from_training_and_held_out_seed
     (("calibration", "percentile"), 20.0, "percentile"),
     (("calibration", "bins"), 1000, "bins"),
     (("budget_nds",), -1, "budget_nds"),
+    (("search_budget_nds",), 0.01, "search_budget_nds"),
 ])
 def test_bad_values_are_named(tmp_path, key, value, message):
     doc = yaml.safe_load(SHIPPED.read_text())
