@@ -34,7 +34,7 @@ from bev_quant_ros.quant.calibrate import calibrate_ranges  # noqa: E402
 from bev_quant_ros.quant.config import load_quant_config  # noqa: E402
 from bev_quant_ros.quant.drift import drift_curve  # noqa: E402
 from bev_quant_ros.quant.plan import read_plan, sha256  # noqa: E402
-from bev_quant_ros.quant.qdq import write_ort_default, write_qdq  # noqa: E402
+from bev_quant_ros.quant.qdq import tensorrt_style, write_ort_default, write_qdq  # noqa: E402
 from bev_quant_ros.quant.ranges import METHODS  # noqa: E402
 from bev_quant_ros.quant.report import DRIFT_SEED, HELD_OUT_SEED  # noqa: E402
 
@@ -119,6 +119,8 @@ def main() -> int:
         models["ours_plan_night_only_calibration"] = write_qdq(
             config.model, Path(tmp) / "plan_night.onnx", night_only.thresholds[plan.method], plan.node_names(),
             plan.op_types)
+        consumable = {label: tensorrt_style(path)[1] if label != "fp32" else "float"
+                      for label, path in models.items()}
         for label, path in models.items():
             rows[label] = assess.nds_by_condition(assess.run_model(path, held_out, config.threads), held_out)
             print(label, {c: round(v["NDS"], 4) for c, v in rows[label].items()}, flush=True)
@@ -142,6 +144,9 @@ def main() -> int:
         "nds_delta_points_vs_fp32": {k: {c: round(x, 2) for c, x in d.items()} for k, d in delta.items()},
         "worst_condition_delta_points": {k: round(v, 2) for k, v in worst.items()},
         "best_int8_row": max(worst, key=worst.get),
+        "tensorrt_consumable": consumable,
+        "best_tensorrt_consumable_int8_row": max((k for k in worst if consumable[k].startswith("symmetric")),
+                                                 key=worst.get),
         "goal_within_0_5_points_every_condition": bool(worst["ours_plan"] >= -0.5),
         "scenario_shift": {cal: {c: round(rows[row][c]["NDS"], 4) for c in ("day", "night")}
                            for cal, row in (("balanced", "ours_plan"),
@@ -153,7 +158,8 @@ def main() -> int:
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("worst_condition_delta_points", "best_int8_row", "scenario_shift",
+    print(json.dumps({k: result[k] for k in ("worst_condition_delta_points", "best_int8_row",
+                                             "best_tensorrt_consumable_int8_row", "scenario_shift",
                                              "latency", "drift")}, indent=1))
     return 0
 

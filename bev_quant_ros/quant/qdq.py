@@ -110,6 +110,24 @@ def copy_model_config(model_path: Path, out_path: Path) -> None:
         shutil.copyfile(source, target)
 
 
+def tensorrt_style(path: str | Path) -> tuple[bool, str]:
+    """Whether a Q/DQ model has what TensorRT's explicit quantization accepts: int8 with zero points 0
+    (symmetric) and no int32 bias DQ; with the first violation found as the reason."""
+    model = onnx.load(str(path))
+    inits = {i.name: i for i in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type not in ("QuantizeLinear", "DequantizeLinear"):
+            continue
+        if node.op_type == "DequantizeLinear" and node.input[0] in inits and \
+                inits[node.input[0]].data_type == onnx.TensorProto.INT32:
+            return False, f"int32 bias DQ {node.name}"
+        if len(node.input) > 2 and node.input[2] in inits:
+            zero_point = onnx.numpy_helper.to_array(inits[node.input[2]])
+            if zero_point.dtype != np.int8 or zero_point.any():
+                return False, f"{node.name}: zero point {zero_point.dtype} {zero_point.ravel()[:3]} (asymmetric)"
+    return True, "symmetric int8, float bias"
+
+
 class SequenceReader(CalibrationDataReader):
     """ORT calibration reader over recorded sequences, each frame with the FP32 model's own state.
 
