@@ -2,7 +2,7 @@
 
 The node runs as its own process with ``use_sim_time`` so its clock follows the
 player's ``/clock``: ``~/debug/pipeline_latency_ms`` then measures camera stamp to
-publish in bag time (rate 1 = wall time). This module collects the node's outputs
+publish in bag time, reported here in wall time (divided by the replay rate). This module collects the node's outputs
 and diagnostics, and scores the detections against the bag's ground truth.
 It is a ROS-side tool (imports rclpy), like the replay player it drives.
 """
@@ -61,7 +61,7 @@ class LiveReport:
             "pipeline_latency_ms": pct(self.pipeline_latency_ms),
             "processing_time_ms": pct(self.processing_time_ms),
             "stage_p50_ms": {stage: float(self.diagnostics.get(f"latency_ms.{stage}.p50", "nan"))
-                             for stage in ("preprocess", "engine", "decode")},
+                             for stage in ("convert", "preprocess", "engine", "decode", "processing")},
             "node_added_cost_pct_of_engine": 100.0 * (processing - engine) / engine,
             "frames_dropped_latest_wins": int(self.diagnostics.get("count.frames_dropped_latest_wins", "0")),
             "mean_detections_per_frame": float(np.mean(self.detections_per_frame)) if self.detections_per_frame else 0.0,
@@ -99,8 +99,8 @@ def run_live(bag_dir: str | Path, node_args: Sequence[str], rate: float = 1.0,
     reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
     listener.create_subscription(Detection3DArray, f"/{NODE_NAME}/detections",
                                  lambda m: detections.__setitem__(stamp_to_ns(m.header.stamp), m), reliable)
-    listener.create_subscription(Float64, f"/{NODE_NAME}/debug/pipeline_latency_ms",
-                                 lambda m: latency.append(m.data), reliable)
+    listener.create_subscription(Float64, f"/{NODE_NAME}/debug/pipeline_latency_ms",  # bag time -> wall time
+                                 lambda m: latency.append(m.data / rate), reliable)
     listener.create_subscription(Float64, f"/{NODE_NAME}/debug/processing_time_ms",
                                  lambda m: processing.append(m.data), reliable)
 
