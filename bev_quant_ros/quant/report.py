@@ -127,7 +127,13 @@ def write_report(config: QuantConfig, out_dir: Path, drift_frames: int = 300, ev
     rows = range_table(stats)
     overall = [r for r in rows if r.condition == "all"]
     worst = sorted(overall, key=lambda r: r.max_to_p9999, reverse=True)
-    plot_histograms(stats, thresholds, [r.tensor for r in worst[:4]], out_dir / "range_histograms.png")
+    seen: set[tuple[float, float, float]] = set()
+    distinct = []  # a Transpose repeats its input's values: plot each distribution once
+    for r in worst:
+        if (r.minimum, r.maximum, r.p99_99) not in seen:
+            seen.add((r.minimum, r.maximum, r.p99_99))
+            distinct.append(r.tensor)
+    plot_histograms(stats, thresholds, distinct[:4], out_dir / "range_histograms.png")
     plot_sensitivity(sensitivity, out_dir / "sensitivity.png")
     curves = drift_curves(config, thresholds[plan.method], plan.node_names(), drift_frames)
     plot_drift(curves, out_dir / "drift.png")
