@@ -13,32 +13,12 @@ from pathlib import Path
 
 import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
-from rosbags.typesys import Stores, get_typestore, get_types_from_msg
 from rosbags.typesys.store import Typestore
 
-# vision_msgs 4.x (Humble … Kilted), same type hash as the distro package.
-VISION_MSGS_DEFINITIONS: dict[str, str] = {
-    "vision_msgs/msg/ObjectHypothesis": "string class_id\nfloat64 score\n",
-    "vision_msgs/msg/ObjectHypothesisWithPose":
-        "vision_msgs/ObjectHypothesis hypothesis\ngeometry_msgs/PoseWithCovariance pose\n",
-    "vision_msgs/msg/BoundingBox3D": "geometry_msgs/Pose center\ngeometry_msgs/Vector3 size\n",
-    "vision_msgs/msg/Detection3D": "std_msgs/Header header\nvision_msgs/ObjectHypothesisWithPose[] results\n"
-                                  "vision_msgs/BoundingBox3D bbox\nstring id\n",
-    "vision_msgs/msg/Detection3DArray": "std_msgs/Header header\nvision_msgs/Detection3D[] detections\n",
-}
+from bev_quant_ros.bag_types import VISION_MSGS, typestore_with
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 START_NS = 1_700_000_000_000_000_000  # a plausible epoch stamp, far from zero
-
-
-def typestore_with(definitions: dict[str, str]) -> Typestore:
-    """The kilted typestore plus message types given as .msg text (name → text)."""
-    typestore = get_typestore(Stores.ROS2_KILTED)
-    types: dict = {}
-    for name, text in definitions.items():
-        types.update(get_types_from_msg(text, name))
-    typestore.register(types)
-    return typestore
 
 
 @dataclass(frozen=True)
@@ -103,7 +83,7 @@ def _detections(ts: Typestore, stamp_ns: int, k: int):
 def write_sample_bag(path: Path, storage: str = "mcap",
                      layout: SampleBagLayout = SampleBagLayout()) -> None:
     """Write the mixed sample bag (see module docstring) to the new directory ``path``."""
-    ts = typestore_with(VISION_MSGS_DEFINITIONS)
+    ts = typestore_with(VISION_MSGS)
     rng = np.random.default_rng(0)
     with Writer(path, version=9, storage_plugin=STORAGES[storage]) as writer:
         def connection(topic: str, msgtype: str):

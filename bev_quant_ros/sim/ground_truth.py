@@ -1,8 +1,7 @@
 """Ground truth in vision_msgs/Detection3DArray, and the rosbags typestore that carries it.
 
-vision_msgs is not in the rosbags typestores, so it is registered from its .msg
-text (vision_msgs 4.x layout); the bag then carries the definitions, and ROS 2
-tools read it with the real vision_msgs package.
+vision_msgs is registered from its .msg text (``bag_types.VISION_MSGS``); the bag
+then carries the definitions, and ROS 2 tools read it with the real package.
 
 Encoding of one ground-truth box (``Detection3D``):
 
@@ -26,9 +25,9 @@ from pathlib import Path
 
 import numpy as np
 from rosbags.rosbag2 import Reader
-from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
+from bev_quant_ros.bag_types import VISION_MSGS, typestore_with
 from bev_quant_ros.boxes import Boxes3D
 from bev_quant_ros.errors import InvalidMessageError
 from bev_quant_ros.geometry import quaternion_to_yaw, yaw_to_quaternion
@@ -38,26 +37,9 @@ GT_FRAME = "base_link"
 VELOCITY_HYPOTHESIS = "velocity"
 DETECTION3D_ARRAY = "vision_msgs/msg/Detection3DArray"
 
-VISION_MSGS: dict[str, str] = {
-    "vision_msgs/msg/ObjectHypothesis": "string class_id\nfloat64 score\n",
-    "vision_msgs/msg/ObjectHypothesisWithPose":
-        "vision_msgs/ObjectHypothesis hypothesis\ngeometry_msgs/PoseWithCovariance pose\n",
-    "vision_msgs/msg/BoundingBox3D": "geometry_msgs/Pose center\ngeometry_msgs/Vector3 size\n",
-    "vision_msgs/msg/Detection3D":
-        "std_msgs/Header header\nvision_msgs/ObjectHypothesisWithPose[] results\n"
-        "vision_msgs/BoundingBox3D bbox\nstring id\n",
-    "vision_msgs/msg/Detection3DArray": "std_msgs/Header header\nvision_msgs/Detection3D[] detections\n",
-}
-
-
 def make_typestore() -> Typestore:
     """The ROS 2 kilted typestore plus vision_msgs."""
-    store = get_typestore(Stores.ROS2_KILTED)
-    types = {}
-    for name, text in VISION_MSGS.items():
-        types.update(get_types_from_msg(text, name))
-    store.register(types)
-    return store
+    return typestore_with(VISION_MSGS)
 
 
 def make_header(store: Typestore, stamp_ns: int, frame_id: str):

@@ -13,8 +13,8 @@ from rosbags.typesys import get_types_from_msg
 from bev_quant_ros.errors import BagError
 from bev_quant_ros.replay.bag_source import BagSource, prefetched
 from bev_quant_ros.replay.player import Record
-from bev_quant_ros.replay.sample_bag import (START_NS, VISION_MSGS_DEFINITIONS, SampleBagLayout,
-                                             typestore_with, write_sample_bag)
+from bev_quant_ros.bag_types import VISION_MSGS, typestore_with
+from bev_quant_ros.replay.sample_bag import START_NS, SampleBagLayout, write_sample_bag
 
 LAYOUT = SampleBagLayout()
 TIMED_COUNT = sum(LAYOUT.count(hz) for hz in (LAYOUT.chatter_hz, LAYOUT.image_hz, LAYOUT.detections_hz))
@@ -54,7 +54,7 @@ def test_custom_type_definition_travels_in_the_bag(bag):
     message = typestore.deserialize_cdr(raw, "vision_msgs/msg/Detection3DArray")
     assert message.detections[0].results[0].hypothesis.class_id == "car"
     assert message.detections[0].bbox.size.x == 4.5
-    assert set(VISION_MSGS_DEFINITIONS) <= set(typestore.types)
+    assert set(VISION_MSGS) <= set(typestore.types)
 
 
 def test_topic_selection_and_start_offset(bag):
