@@ -31,7 +31,7 @@ setup(
         "numba",
         "PyYAML",
     ],
-    extras_require={"train": ["torch"], "test": ["pytest"]},
+    extras_require={"train": ["torch"], "report": ["matplotlib"], "test": ["pytest"]},
     zip_safe=False,
     maintainer="bev_quant_ros developers",
     maintainer_email="dev@bev-quant-ros.local",
