@@ -314,10 +314,10 @@ class BevPerceptionNode(Node):
     # ---- diagnostics ----------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
         counters = self.assembler.counters
-        self.stats.counters["frames_dropped_latest_wins"] = self.slot.dropped
+        self.stats.set_count("frames_dropped_latest_wins", self.slot.dropped)
         for name in ("frames_complete", "frames_partial", "frames_without_lidar", "late_camera_messages",
                      "duplicate_camera_messages", "late_lidar_messages", "time_jumps_back"):
-            self.stats.counters[f"sync.{name}"] = getattr(counters, name)
+            self.stats.set_count(f"sync.{name}", getattr(counters, name))
         values = {"backend": self.backend, "precision": self.precision,
                   "uptime_s": f"{time.monotonic() - self._start_monotonic:.1f}"}
         last = self._last_result
@@ -327,7 +327,7 @@ class BevPerceptionNode(Node):
             values["last_frame.lidar_used"] = str(last.lidar_used)
             values["last_frame.detections"] = str(len(last.detections))
         values.update(self.stats.key_values())
-        errors = sum(self.stats.errors.values())
+        errors = sum(int(values[k]) for k in values if k.startswith("error."))
         level, message = DiagnosticStatus.OK, "running"
         if last is None:
             level, message = DiagnosticStatus.WARN, "waiting for sensor data"

@@ -72,6 +72,11 @@ class RuntimeStats:
         with self._lock:
             self.counters[name] += increment
 
+    def set_count(self, name: str, value: int) -> None:
+        """Mirror a counter kept elsewhere (e.g. by the FrameAssembler)."""
+        with self._lock:
+            self.counters[name] = value
+
     def error(self, cause: str) -> int:
         """Count one error of ``cause``; return how often it happened (for throttled logs)."""
         with self._lock:

@@ -85,3 +85,10 @@ def test_rig_calibration_applies_camera_info_and_tf_only_on_change():
     assert calibration.add_static_transform("base_link", "cam_front_optical", T)
     np.testing.assert_allclose(calibration.rig.cameras[0].T_ego_cam, T)
     assert not calibration.add_static_transform("base_link", "cam_front_optical", T)  # unchanged
+
+
+def test_runtime_stats_mirrors_external_counters():
+    stats = RuntimeStats([])
+    stats.set_count("sync.frames_partial", 7)
+    stats.set_count("sync.frames_partial", 9)
+    assert stats.key_values()["count.sync.frames_partial"] == "9"
