@@ -30,3 +30,10 @@ def typestore_with(definitions: dict[str, str]) -> Typestore:
         types.update(get_types_from_msg(text, name))
     typestore.register(types)
     return typestore
+
+
+def make_header(store: Typestore, stamp_ns: int, frame_id: str):
+    """std_msgs/Header (rosbags class of ``store``) for an integer-nanosecond stamp."""
+    Time = store.types["builtin_interfaces/msg/Time"]
+    return store.types["std_msgs/msg/Header"](stamp=Time(sec=stamp_ns // 1_000_000_000,
+                                                         nanosec=stamp_ns % 1_000_000_000), frame_id=frame_id)

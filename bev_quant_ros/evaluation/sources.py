@@ -21,7 +21,8 @@ from rosbags.rosbag2 import Reader
 from bev_quant_ros.boxes import Boxes3D
 from bev_quant_ros.errors import ConfigError, InvalidMessageError
 from bev_quant_ros.geometry import CAMERA_ORDER
-from bev_quant_ros.msg_decode import compressed_to_rgb, image_to_rgb, odometry_to_pose, pointcloud_to_points
+from bev_quant_ros.msg_decode import (compressed_to_rgb, image_to_rgb, odometry_to_pose, pointcloud_to_points,
+                                      stamp_to_ns)
 from bev_quant_ros.pipeline import SensorFrame
 from bev_quant_ros.sim import CONDITIONS, generate_frames
 from bev_quant_ros.sim.ground_truth import GT_TOPIC, detection_array_to_boxes, make_typestore
@@ -111,7 +112,7 @@ def bag_frames(bag_dir: str | Path, camera_names: tuple[str, ...] = CAMERA_ORDER
         for connection, timestamp, raw in reader.messages(connections=connections):
             bag_time_s[0] = timestamp / NS_PER_S
             msg = store.deserialize_cdr(raw, connection.msgtype)
-            stamp = msg.header.stamp.sec * NS_PER_S + msg.header.stamp.nanosec
+            stamp = stamp_to_ns(msg.header.stamp)
             if connection.topic in camera_index:
                 pending += assembler.add_camera(camera_index[connection.topic], stamp, msg)
             elif connection.topic == lidar_topic:

@@ -15,7 +15,7 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys.store import Typestore
 
-from bev_quant_ros.bag_types import VISION_MSGS, typestore_with
+from bev_quant_ros.bag_types import VISION_MSGS, make_header, typestore_with
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 START_NS = 1_700_000_000_000_000_000  # a plausible epoch stamp, far from zero
@@ -40,22 +40,17 @@ def _stamps(hz: float, count: int, offset_ns: int = 0) -> list[int]:
     return [START_NS + offset_ns + int(round(k * 1e9 / hz)) for k in range(count)]
 
 
-def _header(ts: Typestore, stamp_ns: int, frame_id: str):
-    Time, Header = ts.types["builtin_interfaces/msg/Time"], ts.types["std_msgs/msg/Header"]
-    return Header(stamp=Time(sec=stamp_ns // 10**9, nanosec=stamp_ns % 10**9), frame_id=frame_id)
-
-
 def _image(ts: Typestore, stamp_ns: int, pixels: np.ndarray, frame_id: str):
     height, width, _ = pixels.shape
     return ts.types["sensor_msgs/msg/Image"](
-        header=_header(ts, stamp_ns, frame_id), height=height, width=width, encoding="rgb8",
+        header=make_header(ts, stamp_ns, frame_id), height=height, width=width, encoding="rgb8",
         is_bigendian=0, step=3 * width, data=pixels.reshape(-1))
 
 
 def _tf_static(ts: Typestore, stamp_ns: int):
     T = ts.types
     transforms = [T["geometry_msgs/msg/TransformStamped"](
-        header=_header(ts, stamp_ns, "base_link"), child_frame_id=child,
+        header=make_header(ts, stamp_ns, "base_link"), child_frame_id=child,
         transform=T["geometry_msgs/msg/Transform"](
             translation=T["geometry_msgs/msg/Vector3"](x=x, y=0.0, z=1.5),
             rotation=T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)))
@@ -72,11 +67,11 @@ def _detections(ts: Typestore, stamp_ns: int, k: int):
         hypothesis=T["vision_msgs/msg/ObjectHypothesis"](class_id="car", score=0.5 + 0.01 * k),
         pose=T["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=np.zeros(36)))
     detection = T["vision_msgs/msg/Detection3D"](
-        header=_header(ts, stamp_ns, "base_link"), results=[hypothesis],
+        header=make_header(ts, stamp_ns, "base_link"), results=[hypothesis],
         bbox=T["vision_msgs/msg/BoundingBox3D"](center=pose,
                                                 size=T["geometry_msgs/msg/Vector3"](x=4.5, y=1.9, z=1.6)),
         id=f"track-{k}")
-    return T["vision_msgs/msg/Detection3DArray"](header=_header(ts, stamp_ns, "base_link"),
+    return T["vision_msgs/msg/Detection3DArray"](header=make_header(ts, stamp_ns, "base_link"),
                                                  detections=[detection])
 
 

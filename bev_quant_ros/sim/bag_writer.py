@@ -31,11 +31,10 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from bev_quant_ros.errors import ConfigError
+from bev_quant_ros.bag_types import make_header
 from bev_quant_ros.geometry import Rig, matrix_to_translation_quaternion
 from bev_quant_ros.sim.frames import SimFrame
-from bev_quant_ros.sim.ground_truth import (
-    DETECTION3D_ARRAY, GT_TOPIC, boxes_to_detection_array, make_header, make_typestore,
-)
+from bev_quant_ros.sim.ground_truth import DETECTION3D_ARRAY, GT_TOPIC, boxes_to_detection_array, make_typestore
 
 ODOM_FRAME, BASE_FRAME = "odom", "base_link"
 LIDAR_TOPIC, ODOM_TOPIC = "/lidar/points", "/odom"

@@ -27,10 +27,11 @@ import numpy as np
 from rosbags.rosbag2 import Reader
 from rosbags.typesys.store import Typestore
 
-from bev_quant_ros.bag_types import VISION_MSGS, typestore_with
+from bev_quant_ros.bag_types import VISION_MSGS, make_header, typestore_with
 from bev_quant_ros.boxes import Boxes3D
 from bev_quant_ros.errors import InvalidMessageError
 from bev_quant_ros.geometry import quaternion_to_yaw, yaw_to_quaternion
+from bev_quant_ros.msg_decode import stamp_to_ns
 
 GT_TOPIC = "/ground_truth/objects"
 GT_FRAME = "base_link"
@@ -40,13 +41,6 @@ DETECTION3D_ARRAY = "vision_msgs/msg/Detection3DArray"
 def make_typestore() -> Typestore:
     """The ROS 2 kilted typestore plus vision_msgs."""
     return typestore_with(VISION_MSGS)
-
-
-def make_header(store: Typestore, stamp_ns: int, frame_id: str):
-    """std_msgs/Header for an integer-nanosecond stamp."""
-    Time = store.types["builtin_interfaces/msg/Time"]
-    return store.types["std_msgs/msg/Header"](stamp=Time(sec=stamp_ns // 1_000_000_000,
-                                                         nanosec=stamp_ns % 1_000_000_000), frame_id=frame_id)
 
 
 def boxes_to_detection_array(store: Typestore, boxes: Boxes3D, track_ids: np.ndarray, stamp_ns: int,
@@ -112,5 +106,5 @@ def read_ground_truth(bag_dir: str | Path) -> dict[int, Boxes3D]:
             raise InvalidMessageError(f"bag {bag_dir} has no {GT_TOPIC} topic")
         for conn, _, raw in reader.messages(connections=conns):
             msg = store.deserialize_cdr(raw, conn.msgtype)
-            out[msg.header.stamp.sec * 1_000_000_000 + msg.header.stamp.nanosec] = detection_array_to_boxes(msg)
+            out[stamp_to_ns(msg.header.stamp)] = detection_array_to_boxes(msg)
     return out
