@@ -19,8 +19,7 @@ import numpy as np
 from bev_quant_ros.boxes import Boxes3D
 from bev_quant_ros.decode import DecodeConfig, decode
 from bev_quant_ros.engine.base import Engine, create_engine
-from bev_quant_ros.engine.contract import NUM_CAMERAS
-from bev_quant_ros.errors import InvalidMessageError, ModelContractError
+from bev_quant_ros.errors import ModelContractError
 from bev_quant_ros.geometry import Rig, load_rig
 from bev_quant_ros.model_config import ModelConfig, model_config_for_onnx
 from bev_quant_ros.preprocess import camera_sampling_grid, ego_motion_affine, lidar_bev, prepare_images
@@ -146,16 +145,7 @@ class BevPipeline:
                               StageTimings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3))
 
     def _inputs(self, frame: SensorFrame) -> tuple[dict[str, np.ndarray], bool]:
-        if len(frame.images) != NUM_CAMERAS:
-            raise InvalidMessageError(f"a frame needs {NUM_CAMERAS} camera slots, got {len(frame.images)}")
-        camera_valid = frame.camera_valid
-        if not camera_valid.any():
-            raise InvalidMessageError("a frame needs at least one camera image")
-        shape = next(image.shape for image in frame.images if image is not None)
-        if any(image is not None and image.shape != shape for image in frame.images):
-            raise InvalidMessageError("camera images of one frame differ in size: "
-                                      f"{[None if i is None else i.shape for i in frame.images]}")
-        stacked = np.stack([np.zeros(shape, np.uint8) if image is None else image for image in frame.images])
+        images = prepare_images(frame.images, self.model_config)  # checks slots, presence and sizes
         lidar_used = frame.points is not None and frame.lidar_stamp_ns is not None
         if lidar_used:
             # without odometry the sweep is used as if the ego stood still (no motion compensation)
@@ -167,6 +157,6 @@ class BevPipeline:
                                ego_velocity_xy_yawrate=frame.ego_velocity_xy_yawrate)
         else:
             raster = self._lidar_empty
-        return {"images": prepare_images(stacked, self.model_config), "camera_valid": camera_valid,
+        return {"images": images, "camera_valid": frame.camera_valid,
                 "cam_grid": self._cam_grid, "lidar_bev": raster}, lidar_used
 

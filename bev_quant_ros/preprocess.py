@@ -17,6 +17,8 @@ second rows (ego x).
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import cv2
 import numba
 import numpy as np
@@ -31,16 +33,27 @@ MIN_DEPTH_M = 0.1  # closer than this to a camera's optical centre counts as not
 MIN_POSE_DT_S = 1e-3  # pose pairs closer in time than this cannot give a velocity
 
 
-def prepare_images(images: np.ndarray, cfg: ModelConfig) -> np.ndarray:
-    """[6, h, w, 3] uint8 RGB -> [6, 3, H, W] float32 pixel values (INTER_AREA when shrinking)."""
-    if images.ndim != 4 or images.shape[0] != NUM_CAMERAS or images.shape[3] != 3:
-        raise InvalidMessageError(f"images must be [{NUM_CAMERAS}, h, w, 3], got {images.shape}")
+def prepare_images(images: Sequence[np.ndarray | None], cfg: ModelConfig) -> np.ndarray:
+    """Six [h, w, 3] uint8 RGB (or a [6, h, w, 3] array) -> [6, 3, H, W] float32 pixel values.
+
+    A missing camera (None) gives a zero plane; it is masked by ``camera_valid`` anyway.
+    Each image is resized straight into the output (INTER_AREA when shrinking), so the
+    full-size frames are never stacked or copied.
+    """
+    present = [image for image in images if image is not None]
+    if len(images) != NUM_CAMERAS or not present:
+        raise InvalidMessageError(f"a frame needs {NUM_CAMERAS} camera slots with at least one camera image, "
+                                  f"got {len(images)} slots, {len(present)} images")
+    shape = present[0].shape
+    if len(shape) != 3 or shape[2] != 3 or any(image.shape != shape for image in present):
+        raise InvalidMessageError("camera images of one frame must share one [h, w, 3] size, got "
+                                  f"{[None if i is None else i.shape for i in images]} (they differ in size)")
     size = (cfg.image_width, cfg.image_height)
-    shrinking = images.shape[1] >= cfg.image_height and images.shape[2] >= cfg.image_width
-    interp = cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR
-    out = np.empty((NUM_CAMERAS, 3, cfg.image_height, cfg.image_width), np.float32)
-    for i in range(NUM_CAMERAS):
-        out[i] = cv2.resize(images[i], size, interpolation=interp).transpose(2, 0, 1)
+    interp = cv2.INTER_AREA if shape[0] >= cfg.image_height and shape[1] >= cfg.image_width else cv2.INTER_LINEAR
+    out = np.zeros((NUM_CAMERAS, 3, cfg.image_height, cfg.image_width), np.float32)
+    for i, image in enumerate(images):
+        if image is not None:
+            out[i] = cv2.resize(image, size, interpolation=interp).transpose(2, 0, 1)
     return out
 
 
