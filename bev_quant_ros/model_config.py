@@ -31,6 +31,7 @@ class NetworkConfig:
     """Layer widths of the reference PyTorch network (not needed at runtime)."""
 
     image_channels: tuple[int, ...] = (16, 32, 48)  # one stride-2 stage each
+    image_convs_per_stage: tuple[int, ...] = (2, 2, 2)  # the stride-2 conv plus stride-1 convs
     lift_channels: int = 16  # image feature channels sampled into the BEV per height slice
     attention_heads: int = 2
     attention_pool: int = 8  # BEV cells per attention token side
@@ -77,6 +78,9 @@ class ModelConfig:
         unknown = set(self.classes) - set(CLASS_NAMES)
         _check(len(self.classes) > 0 and not unknown, f"classes must be from {CLASS_NAMES}, got {unknown}")
         _check(tuple(self.box_reg) == BOX_REG_CHANNELS, f"box_reg must be {BOX_REG_CHANNELS}")
+        _check(len(self.network.image_convs_per_stage) == len(self.network.image_channels)
+               and min(self.network.image_convs_per_stage) >= 1,
+               "network image_convs_per_stage needs one count >= 1 per image stage")
         pool = self.network.attention_pool
         _check((self.Hb // self.output_stride) % pool == 0 and (self.Wb // self.output_stride) % pool == 0,
                "network attention_pool must divide the head grid")

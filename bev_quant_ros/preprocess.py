@@ -2,10 +2,11 @@
 
 * ``prepare_images``: six RGB images -> ``images`` [6, 3, H, W] float32 0..255 (the
   graph normalises), resized with opencv.
-* ``camera_sampling_grid``: rig calibration -> ``cam_grid`` [6, Z*Hb, Wb, 2], normalised
-  image coordinates for GridSample (align_corners=False); cells a camera does not see get
-  ``OUTSIDE_IMAGE`` so the sample is zero and the lift ignores them. Depends only on the
-  rig and the model config, so the pipeline computes it once and caches it.
+* ``camera_sampling_grid``: rig calibration -> ``cam_grid`` [Z*Ho, Wo, 2], normalised
+  coordinates for GridSample (align_corners=False) on the camera canvas (the six image
+  feature maps side by side); cells no camera sees get ``OUTSIDE_IMAGE`` so the sample is
+  zero. Depends only on the rig and the model config, so the pipeline computes it once
+  and caches it.
 * ``lidar_bev``: one sweep -> motion-compensated raster [Cl, Hb, Wb] (numba).
 * ``ego_motion_affine``: two ego poses -> the [2, 3] matrix the graph feeds to its
   affine grid to warp the previous BEV state into the current ego frame.
@@ -28,7 +29,7 @@ from bev_quant_ros.errors import InvalidMessageError
 from bev_quant_ros.geometry import Rig, invert_transform
 from bev_quant_ros.model_config import ModelConfig
 
-OUTSIDE_IMAGE = -2.0  # any |value| > 1 samples zeros and is masked out of the lift
+OUTSIDE_IMAGE = -2.0  # any |value| > 1 samples zeros (GridSample padding), so the lift adds nothing
 MIN_DEPTH_M = 0.1  # closer than this to a camera's optical centre counts as not visible
 MIN_POSE_DT_S = 1e-3  # pose pairs closer in time than this cannot give a velocity
 
@@ -57,27 +58,49 @@ def prepare_images(images: Sequence[np.ndarray | None], cfg: ModelConfig) -> np.
     return out
 
 
-def bev_points(cfg: ModelConfig) -> np.ndarray:
-    """Ego-frame 3D point of every height slice and BEV cell, [Z, Hb, Wb, 3]."""
-    xs, ys = cfg.bev_cell_centers()
+def bev_points(cfg: ModelConfig, stride: int = 1) -> np.ndarray:
+    """Ego-frame 3D point of every height slice and BEV cell at ``stride``, [Z, Hb/stride, Wb/stride, 3]."""
+    xs, ys = cfg.bev_cell_centers(stride)
     z = np.asarray(cfg.z_values_m, dtype=np.float64)
     zz, xx, yy = np.meshgrid(z, xs, ys, indexing="ij")
     return np.stack([xx, yy, zz], axis=-1)
 
 
-def camera_sampling_grid(rig: Rig, cfg: ModelConfig) -> np.ndarray:
-    """cam_grid [6, Z*Hb, Wb, 2] float32 (slice-major rows: index z * Hb + h)."""
+def camera_image_grids(rig: Rig, points: np.ndarray) -> np.ndarray:
+    """Normalised image coordinates (align_corners=False) of ego points [N, 3] in each camera,
+    [6, N, 2] float64; ``OUTSIDE_IMAGE`` where the camera does not see the point."""
     if len(rig.cameras) != NUM_CAMERAS:
         raise InvalidMessageError(f"rig has {len(rig.cameras)} cameras, the contract needs {NUM_CAMERAS}")
-    points = bev_points(cfg).reshape(-1, 3)
     uv, depth = rig.project(points)  # [6, N, 2] pixels, [6, N]
     sizes = np.array([[cam.width, cam.height] for cam in rig.cameras], dtype=np.float64)[:, None, :]
     # pixel i's centre is at u = i and spans [i - 0.5, i + 0.5): normalised = (2u + 1) / W - 1
     with np.errstate(invalid="ignore"):
         grid = (2.0 * uv + 1.0) / sizes - 1.0
         visible = (depth > MIN_DEPTH_M) & np.all(np.abs(grid) <= 1.0, axis=-1)
-    grid = np.where(visible[..., None], grid, OUTSIDE_IMAGE)
-    return grid.reshape(NUM_CAMERAS, cfg.Z * cfg.Hb, cfg.Wb, 2).astype(np.float32)
+    return np.where(visible[..., None], grid, OUTSIDE_IMAGE)
+
+
+def canvas_x(camera_index: np.ndarray | int, image_x: np.ndarray | float) -> np.ndarray:
+    """Normalised x on the camera canvas (the six feature maps side by side, camera k in the
+    k-th sixth of the width) of normalised image x in camera ``camera_index``."""
+    return (np.asarray(camera_index) + (np.asarray(image_x) + 1.0) / 2.0) * (2.0 / NUM_CAMERAS) - 1.0
+
+
+def camera_sampling_grid(rig: Rig, cfg: ModelConfig) -> np.ndarray:
+    """cam_grid [Z*Ho, Wo, 2] float32 (slice-major rows: index z * Ho + h) on the camera canvas.
+
+    One grid for all cameras: the graph samples the six feature maps side by side once
+    (6x fewer samples than one grid per camera, most of whose points are outside that
+    camera). A cell seen by two cameras samples the one it projects most centrally in.
+    """
+    points = bev_points(cfg, cfg.output_stride).reshape(-1, 3)
+    grids = camera_image_grids(rig, points)  # [6, N, 2]
+    margin = np.where(grids[..., 0] != OUTSIDE_IMAGE, np.abs(grids).max(axis=-1), np.inf)
+    best = margin.argmin(axis=0)
+    chosen = grids[best, np.arange(points.shape[0])]  # [N, 2]
+    canvas = np.stack([canvas_x(best, chosen[:, 0]), chosen[:, 1]], axis=-1)
+    grid = np.where(np.isfinite(margin.min(axis=0))[:, None], canvas, OUTSIDE_IMAGE)
+    return grid.reshape(cfg.Z * cfg.Ho, cfg.Wo, 2).astype(np.float32)
 
 
 def planar_velocity(T_world_ego_a: np.ndarray, T_world_ego_b: np.ndarray, dt_s: float) -> np.ndarray:

@@ -12,16 +12,17 @@ NUM_CAMERAS = 6
 CONTRACT_INPUTS: dict[str, tuple[str | int, ...]] = {
     "images": (NUM_CAMERAS, 3, "H", "W"),
     "camera_valid": (NUM_CAMERAS,),
-    "cam_grid": (NUM_CAMERAS, "Z*Hb", "Wb", 2),
+    # one sampling grid into the six cameras' features side by side (see preprocess.py)
+    "cam_grid": ("Z*Ho", "Wo", 2),
     "lidar_bev": ("Cl", "Hb", "Wb"),
-    "prev_bev": ("C", "Hb", "Wb"),
+    "prev_bev": ("C", "Ho", "Wo"),  # the state lives on the head grid
     "ego_motion": (2, 3),
     "prev_valid": (1,),
 }
 CONTRACT_OUTPUTS: dict[str, tuple[str | int, ...]] = {
     "heatmap": ("K", "Ho", "Wo"),
     "box_reg": ("R", "Ho", "Wo"),
-    "bev_state": ("C", "Hb", "Wb"),
+    "bev_state": ("C", "Ho", "Wo"),
 }
 
 # box_reg channel layout, in order (R = 10)

@@ -14,10 +14,6 @@ from torch import nn
 
 from bev_quant_ros.model_config import ModelConfig
 
-# Sampling positions outside [-1, 1] are "not in this camera" (preprocess writes -2).
-_IN_IMAGE_LIMIT = 1.0
-
-
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False),
                          nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
@@ -33,8 +29,8 @@ class ImageEncoder(nn.Module):
         self.register_buffer("mean", mean)
         self.register_buffer("inv_std", 1.0 / std)
         stages, c_in = [], 3
-        for c_out in cfg.network.image_channels:
-            stages += [conv_bn_relu(c_in, c_out, stride=2), conv_bn_relu(c_out, c_out)]
+        for c_out, convs in zip(cfg.network.image_channels, cfg.network.image_convs_per_stage):
+            stages += [conv_bn_relu(c_in, c_out, stride=2)] + [conv_bn_relu(c_out, c_out) for _ in range(convs - 1)]
             c_in = c_out
         self.stages = nn.Sequential(*stages)
         self.out = nn.Conv2d(c_in, cfg.network.lift_channels, 1)
@@ -46,24 +42,20 @@ class ImageEncoder(nn.Module):
 
 def lift_to_bev(features: torch.Tensor, cam_grid: torch.Tensor, camera_valid: torch.Tensor,
                 num_slices: int) -> torch.Tensor:
-    """Sample camera features at every BEV cell/height slice and average over valid cameras.
+    """Sample camera features at every BEV cell and height slice, from the camera canvas.
 
-    features [B, 6, F, h, w], cam_grid [B, 6, Z*Hb, Wb, 2], camera_valid [B, 6]
-    -> [B, F*Z, Hb, Wb]. A camera with camera_valid = 0 has exactly zero weight, so its
-    pixels cannot influence the result.
+    features [B, 6, F, h, w], cam_grid [B, Z*Ho, Wo, 2] (``preprocess.camera_sampling_grid``:
+    coordinates on the six feature maps laid side by side), camera_valid [B, 6]
+    -> [B, F*Z, Ho, Wo]. An invalid camera's features are zeroed before sampling, so its
+    pixels cannot influence the result; one GridSample over the canvas costs a sixth of
+    sampling every camera at every cell.
     """
     b, n_cam, f, h, w = features.shape
-    zhb, wb = cam_grid.shape[2], cam_grid.shape[3]
-    grid = cam_grid.reshape(b * n_cam, zhb, wb, 2)
-    sampled = F.grid_sample(features.reshape(b * n_cam, f, h, w), grid, mode="bilinear",
-                            padding_mode="zeros", align_corners=False).reshape(b, n_cam, f, zhb, wb)
-    in_image = (cam_grid.abs() <= _IN_IMAGE_LIMIT).all(dim=-1).to(features.dtype)  # [B, 6, Z*Hb, Wb]
-    weight = in_image * camera_valid.reshape(b, n_cam, 1, 1)
-    summed = (sampled * weight.unsqueeze(2)).sum(dim=1)  # [B, F, Z*Hb, Wb]
-    count = weight.sum(dim=1).clamp(min=1.0).unsqueeze(1)
-    lifted = summed / count
-    hb = zhb // num_slices
-    return lifted.reshape(b, f * num_slices, hb, wb)
+    masked = features * camera_valid.reshape(b, n_cam, 1, 1, 1)
+    canvas = masked.permute(0, 2, 3, 1, 4).reshape(b, f, h, n_cam * w)
+    sampled = F.grid_sample(canvas, cam_grid, mode="bilinear", padding_mode="zeros", align_corners=False)
+    zho, wo = cam_grid.shape[1], cam_grid.shape[2]
+    return sampled.reshape(b, f * num_slices, zho // num_slices, wo)
 
 
 def base_grid(height: int, width: int) -> torch.Tensor:
@@ -78,7 +70,7 @@ def warp_bev(prev_bev: torch.Tensor, ego_motion: torch.Tensor, grid_xy1: torch.T
     """Resample the previous BEV state into the current ego frame.
 
     ego_motion [B, 2, 3] is the normalised affine of ``preprocess.ego_motion_affine``;
-    grid_xy1 is ``base_grid(Hb, Wb)``. This equals ``F.affine_grid(ego_motion, ...,
+    grid_xy1 is ``base_grid(Ho, Wo)`` (the state grid). This equals ``F.affine_grid(ego_motion, ...,
     align_corners=False)`` written as one MatMul, because the ONNX AffineGrid op needs
     opset 20 and TensorRT-friendly opset 17 is the target.
     """
@@ -125,12 +117,11 @@ class BEVDetector(nn.Module):
         c, net = cfg.C, cfg.network
         self.image_encoder = ImageEncoder(cfg)
         self.camera_bev = conv_bn_relu(net.lift_channels * cfg.Z, c, kernel=1)
-        self.lidar_bev = nn.Sequential(conv_bn_relu(cfg.Cl, c // 2), conv_bn_relu(c // 2, c))
-        # 1x1 at full BEV resolution (the costly one); spatial context comes after the stride
+        # the lidar raster keeps its fine cells for the first conv, then strides to the state grid
+        self.lidar_bev = nn.Sequential(conv_bn_relu(cfg.Cl, c // 2), conv_bn_relu(c // 2, c, stride=cfg.output_stride))
         self.fuse = conv_bn_relu(2 * c, c, kernel=1)
-        self.register_buffer("warp_grid", base_grid(cfg.Hb, cfg.Wb), persistent=False)
+        self.register_buffer("warp_grid", base_grid(cfg.Ho, cfg.Wo), persistent=False)
         self.temporal = nn.Conv2d(2 * c, 2 * c, 1)  # -> gate logits and value
-        self.down = conv_bn_relu(c, c, stride=cfg.output_stride) if cfg.output_stride > 1 else nn.Identity()
         self.attention = PooledSelfAttention(c, net.attention_heads, net.attention_pool)
         self.head_trunk = conv_bn_relu(c, c)
         self.heatmap_head = nn.Sequential(conv_bn_relu(c, c), nn.Conv2d(c, cfg.K, 1))
@@ -153,7 +144,7 @@ class BEVDetector(nn.Module):
         # tanh bounds what history adds (|state - current| < 1), so the state cannot grow over
         # long sequences and has a fixed range for INT8
         bev_state = current + torch.sigmoid(gate_logits) * valid * torch.tanh(value)
-        x = self.head_trunk(self.attention(self.down(bev_state)))
+        x = self.head_trunk(self.attention(bev_state))
         return self.heatmap_head(x), self.box_head(x), bev_state
 
     def forward(self, *inputs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

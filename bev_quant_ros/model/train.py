@@ -129,7 +129,7 @@ def run_window(net: BEVDetector, frames: list[dict[str, torch.Tensor]], cam_grid
     """
     b = frames[0]["images"].shape[0]
     grid = cam_grid.unsqueeze(0).expand(b, *cam_grid.shape)
-    state = torch.zeros(b, net.cfg.C, net.cfg.Hb, net.cfg.Wb)
+    state = torch.zeros(b, net.cfg.C, net.cfg.Ho, net.cfg.Wo)
     totals = {"loss": 0.0, "focal": 0.0, "reg": 0.0}
     window_loss = torch.zeros(())
     for f in frames:

@@ -39,7 +39,7 @@ def evaluate_checkpoint(net: BEVDetector, condition: str, num_sequences: int, fr
     gts, gt_points = [], []
     net.eval()
     for seed in range(first_seed, first_seed + num_sequences):
-        state = {a: torch.zeros(1, cfg.C, cfg.Hb, cfg.Wb) for a in ablations}
+        state = {a: torch.zeros(1, cfg.C, cfg.Ho, cfg.Wo) for a in ablations}
         prev_pose = None
         for frame in generate_frames(seed, condition, frames_per_sequence, rig=rig):
             images, raster = frame_inputs(frame, rig, cfg)

@@ -11,7 +11,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from bev_quant_ros.model_config import example_inputs  # noqa: E402
 from bev_quant_ros.model.network import BEVDetector, base_grid, lift_to_bev, warp_bev  # noqa: E402
-from bev_quant_ros.preprocess import ego_motion_affine  # noqa: E402
+from bev_quant_ros.preprocess import canvas_x, ego_motion_affine  # noqa: E402
 
 from tiny_model import tiny_config  # noqa: E402
 
@@ -43,17 +43,18 @@ def test_masked_camera_has_no_influence_on_lift_or_outputs():
                                lift_to_bev(feats_changed, inputs[2], inputs[1], TINY.Z))
 
 
-def test_lift_averages_over_cameras_that_see_a_cell():
-    feats = torch.stack([torch.full((1, 2, 2), float(c + 1)) for c in range(6)]).unsqueeze(0)  # [1,6,1,2,2]
-    grid = torch.full((1, 6, 1, 1, 2), -2.0)
-    grid[0, 1] = 0.0  # cameras 1 and 4 see the cell (constant features -> exact samples)
-    grid[0, 4] = 0.0
+@pytest.mark.parametrize("camera", [0, 2, 5])
+def test_lift_samples_each_camera_from_its_slot_on_the_canvas(camera):
+    # camera c's features are the constant c + 1, so a sample shows which camera it came from
+    feats = torch.stack([torch.full((1, 2, 4), float(c + 1)) for c in range(6)]).unsqueeze(0)  # [1,6,1,2,4]
+    grid = torch.tensor([[[[float(canvas_x(camera, 0.0)), 0.0], [-2.0, -2.0]]]], dtype=torch.float32)  # [1,1,2,2]
     valid = torch.ones(1, 6)
-    assert lift_to_bev(feats, grid, valid, 1).item() == pytest.approx((2 + 5) / 2)
-    valid[0, 4] = 0.0
-    assert lift_to_bev(feats, grid, valid, 1).item() == pytest.approx(2.0)
-    valid[0, 1] = 0.0
-    assert lift_to_bev(feats, grid, valid, 1).item() == 0.0
+    lifted = lift_to_bev(feats, grid, valid, 1)
+    assert lifted.shape == (1, 1, 1, 2)
+    assert lifted[0, 0, 0, 0].item() == pytest.approx(camera + 1)
+    assert lifted[0, 0, 0, 1].item() == 0.0  # OUTSIDE_IMAGE: seen by no camera
+    valid[0, camera] = 0.0
+    assert lift_to_bev(feats, grid, valid, 1)[0, 0, 0, 0].item() == 0.0
 
 
 def test_warp_grid_equals_torch_affine_grid():
@@ -70,14 +71,15 @@ def test_identity_warp_leaves_state_unchanged():
 
 @pytest.mark.parametrize("k", [1, 3])
 def test_forward_ego_translation_of_k_cells_shifts_state_k_rows(k):
-    state = torch.randn(1, 8, 32, 32)
+    n = TINY.Ho  # the state lives on the head grid
+    state = torch.randn(1, 8, n, TINY.Wo)
     T_curr = np.eye(4)
-    T_curr[0, 3] = k * TINY.cell_x_m  # ego drove k cells forward
+    T_curr[0, 3] = k * TINY.cell_x_m * TINY.output_stride  # ego drove k state cells forward
     theta = torch.from_numpy(ego_motion_affine(np.eye(4), T_curr, TINY)).unsqueeze(0)
-    warped = warp_bev(state, theta, base_grid(32, 32))
+    warped = warp_bev(state, theta, base_grid(n, TINY.Wo))
     # a static object k cells ahead is now k cells closer: row h shows what was at row h + k
-    torch.testing.assert_close(warped[:, :, :32 - k], state[:, :, k:], atol=1e-5, rtol=0)
-    assert warped[:, :, 32 - k:].abs().max() == 0.0  # newly uncovered rows are empty
+    torch.testing.assert_close(warped[:, :, :n - k], state[:, :, k:], atol=1e-5, rtol=0)
+    assert warped[:, :, n - k:].abs().max() == 0.0  # newly uncovered rows are empty
 
 
 def test_prev_valid_zero_ignores_previous_state():

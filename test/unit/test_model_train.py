@@ -52,7 +52,7 @@ def test_fitting_one_window_reduces_loss_and_checkpoint_round_trips(tmp_path):
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     net = BEVDetector(TINY)
-    grid = np.full((6, TINY.Z * 32, 32, 2), -2.0, np.float32)
+    grid = np.full((TINY.Z * TINY.Ho, TINY.Wo, 2), -2.0, np.float32)
     sampler = WindowSampler([_toy_sequence(rng)], grid, TRAIN_CFG, rng)
     window = sampler.sample()
     optimizer = torch.optim.AdamW(net.parameters(), lr=1e-2)
@@ -68,7 +68,7 @@ def test_fitting_one_window_reduces_loss_and_checkpoint_round_trips(tmp_path):
     net.eval()
     assert restored.cfg == TINY
     inputs = [window[0][k] for k in ("images", "camera_valid")] + [
-        torch.from_numpy(grid).expand(2, *grid.shape), window[0]["lidar_bev"], torch.zeros(2, 8, 32, 32),
+        torch.from_numpy(grid).expand(2, *grid.shape), window[0]["lidar_bev"], torch.zeros(2, 8, TINY.Ho, TINY.Wo),
         window[0]["ego_motion"], window[0]["prev_valid"]]
     with torch.no_grad():
         for a, b in zip(net(*inputs), restored(*inputs)):
@@ -86,7 +86,7 @@ def test_full_window_backprop_reaches_the_first_frame_through_the_state():
     """detach_state=False adds the gradient that flows from frame 2 back into frame 1 via the state."""
     torch.manual_seed(0)
     rng = np.random.default_rng(1)
-    grid = torch.full((6, TINY.Z * 32, 32, 2), -2.0)
+    grid = torch.full((TINY.Z * TINY.Ho, TINY.Wo, 2), -2.0)
     window = WindowSampler([_toy_sequence(rng)], grid.numpy(), TRAIN_CFG, rng).sample()
     reference = BEVDetector(TINY)
 

@@ -11,8 +11,8 @@ import pytest
 from bev_quant_ros.errors import InvalidMessageError
 from bev_quant_ros.geometry import invert_transform, load_rig
 from bev_quant_ros.model_config import load_model_config
-from bev_quant_ros.preprocess import (OUTSIDE_IMAGE, camera_sampling_grid, ego_motion_affine, lidar_bev,
-                                      prepare_images)
+from bev_quant_ros.preprocess import (OUTSIDE_IMAGE, bev_points, camera_image_grids, camera_sampling_grid, canvas_x,
+                                      ego_motion_affine, lidar_bev, prepare_images)
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = load_model_config(ROOT / "models" / "bev_tiny.yaml")  # 0.8 m cells, x/y in [-51.2, 51.2)
@@ -44,25 +44,37 @@ def test_ego_motion_affine_rotation_maps_cells_like_the_pose():
     np.testing.assert_allclose(theta @ np.array([*to_norm(p_curr), 1.0]), to_norm(p_prev), atol=1e-6)
 
 
-def test_cam_grid_matches_rig_projection():
+def test_cam_grid_matches_rig_projection_on_the_camera_canvas():
     grid = camera_sampling_grid(RIG, CFG)
-    assert grid.shape == (6, CFG.Z * CFG.Hb, CFG.Wb, 2) and grid.dtype == np.float32
-    z_index, h, w = 2, 100, 60  # a cell 29 m ahead, 3.6 m right -> seen by CAM_FRONT
-    xs, ys = CFG.bev_cell_centers()
+    assert grid.shape == (CFG.Z * CFG.Ho, CFG.Wo, 2) and grid.dtype == np.float32
+    z_index, h, w = 2, 50, 30  # a cell 29.6 m ahead, 2.4 m right -> seen only by CAM_FRONT (camera 0)
+    xs, ys = CFG.bev_cell_centers(CFG.output_stride)
     point = np.array([[xs[h], ys[w], CFG.z_values_m[z_index]]])
     uv, _ = RIG.project(point)
     cam = RIG.cameras[0]
-    expected = [(2 * uv[0, 0, 0] + 1) / cam.width - 1, (2 * uv[0, 0, 1] + 1) / cam.height - 1]
-    np.testing.assert_allclose(grid[0, z_index * CFG.Hb + h, w], expected, atol=1e-6)
-    assert np.all(np.abs(grid[0, z_index * CFG.Hb + h, w]) < 1)
-    # the same cell is behind CAM_BACK: marked outside
-    np.testing.assert_array_equal(grid[3, z_index * CFG.Hb + h, w], [OUTSIDE_IMAGE, OUTSIDE_IMAGE])
+    image_xy = [(2 * uv[0, 0, 0] + 1) / cam.width - 1, (2 * uv[0, 0, 1] + 1) / cam.height - 1]
+    # camera 0 owns the first sixth of the canvas width: x in [-1, -2/3]
+    expected = [-1 + (image_xy[0] + 1) / 6, image_xy[1]]
+    np.testing.assert_allclose(grid[z_index * CFG.Ho + h, w], expected, atol=1e-6)
+    assert np.abs(image_xy).max() < 1
+
+
+def test_cam_grid_overlap_cell_samples_the_camera_it_is_most_central_in():
+    grids = camera_image_grids(RIG, bev_points(CFG, CFG.output_stride).reshape(-1, 3))
+    seen = (grids[..., 0] != OUTSIDE_IMAGE)
+    overlap = np.flatnonzero(seen.sum(axis=0) == 2)
+    assert overlap.size > 0  # neighbouring cameras overlap
+    i = overlap[0]
+    cams = np.flatnonzero(seen[:, i])
+    best = cams[np.argmin(np.abs(grids[cams, i]).max(axis=-1))]
+    got = camera_sampling_grid(RIG, CFG).reshape(-1, 2)[i]
+    np.testing.assert_allclose(got, [canvas_x(best, grids[best, i, 0]), grids[best, i, 1]], atol=1e-6)
 
 
 def test_cam_grid_every_cell_in_range_is_seen_by_some_camera():
     grid = camera_sampling_grid(RIG, CFG)
-    seen = (np.abs(grid) <= 1).all(-1).any(0).reshape(CFG.Z, CFG.Hb, CFG.Wb)
-    xs, ys = CFG.bev_cell_centers()
+    seen = (np.abs(grid) <= 1).all(-1).reshape(CFG.Z, CFG.Ho, CFG.Wo)
+    xs, ys = CFG.bev_cell_centers(CFG.output_stride)
     ring = (np.hypot(*np.meshgrid(xs, ys, indexing="ij")) > 10) & (np.hypot(*np.meshgrid(xs, ys, indexing="ij")) < 40)
     assert seen[1][ring].mean() > 0.97  # the nuScenes-like rig covers 360 deg
 
