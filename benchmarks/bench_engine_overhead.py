@@ -41,7 +41,7 @@ def measure(model: Path, dims: TinyDims, frames: int, threads: int) -> dict[str,
     engine = OnnxRuntimeEngine(model, intra_op_num_threads=threads, inter_op_num_threads=1)
     session = engine.session
     frame = random_frame(dims, np.random.default_rng(0))
-    state = np.zeros((dims.state_channels, dims.hb, dims.wb), np.float32)
+    state = np.zeros((dims.state_channels, dims.ho, dims.wo), np.float32)
     engine.warmup(5)
     engine_ms, bare_ms = [], []
     for _ in range(frames):

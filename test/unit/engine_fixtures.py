@@ -77,32 +77,33 @@ def build_tiny_model(dims: TinyDims = TinyDims(), seed: int = 0) -> onnx.ModelPr
     d = dims
     rng = np.random.default_rng(seed)
     cam_feat = d.image_channels * d.z
-    fused = cam_feat + d.lidar_channels + d.state_channels
+    fused = cam_feat + d.lidar_channels + d.state_channels  # all on the head (state) grid
     head = d.classes + len(BOX_REG_CHANNELS)
     f32 = TensorProto.FLOAT
     inputs = [
         helper.make_tensor_value_info("images", f32, [NUM_CAMERAS, 3, d.image_h, d.image_w]),
         helper.make_tensor_value_info("camera_valid", f32, [NUM_CAMERAS]),
-        helper.make_tensor_value_info("cam_grid", f32, [NUM_CAMERAS, d.z * d.hb, d.wb, 2]),
+        helper.make_tensor_value_info("cam_grid", f32, [d.z * d.ho, d.wo, 2]),
         helper.make_tensor_value_info("lidar_bev", f32, [d.lidar_channels, d.hb, d.wb]),
-        helper.make_tensor_value_info("prev_bev", f32, [d.state_channels, d.hb, d.wb]),
+        helper.make_tensor_value_info("prev_bev", f32, [d.state_channels, d.ho, d.wo]),
         helper.make_tensor_value_info("ego_motion", f32, [2, 3]),
         helper.make_tensor_value_info("prev_valid", f32, [1]),
     ]
     outputs = [
         helper.make_tensor_value_info("heatmap", f32, [d.classes, d.ho, d.wo]),
         helper.make_tensor_value_info("box_reg", f32, [len(BOX_REG_CHANNELS), d.ho, d.wo]),
-        helper.make_tensor_value_info("bev_state", f32, [d.state_channels, d.hb, d.wb]),
+        helper.make_tensor_value_info("bev_state", f32, [d.state_channels, d.ho, d.wo]),
     ]
     inits = [
         _weight(rng, "img_w", (d.image_channels, 3, 3, 3)),
         _const("img_b", np.zeros(d.image_channels, np.float32)),
         _const("valid_shape", np.array([NUM_CAMERAS, 1, 1, 1], np.int64)),
         _const("axis0", np.array([0], np.int64)),
-        _const("one", np.array(1.0, np.float32)),
-        _const("lift_shape", np.array([1, cam_feat, d.hb, d.wb], np.int64)),
-        _const("base_grid", _base_grid(d.hb, d.wb)),
-        _const("grid_shape", np.array([1, d.hb, d.wb, 2], np.int64)),
+        _const("canvas_shape", np.array([1, d.image_channels, d.image_h, NUM_CAMERAS * d.image_w], np.int64)),
+        _const("lift_shape", np.array([1, cam_feat, d.ho, d.wo], np.int64)),
+        _weight(rng, "lidar_w", (d.lidar_channels, d.lidar_channels, 3, 3)),
+        _const("base_grid", _base_grid(d.ho, d.wo)),
+        _const("grid_shape", np.array([1, d.ho, d.wo, 2], np.int64)),
         _weight(rng, "fuse_w", (d.state_channels, fused, 3, 3)),
         _const("fuse_b", rng.standard_normal(d.state_channels).astype(np.float32) * 0.1),
         _weight(rng, "head_w", (head, d.state_channels, 3, 3)),
@@ -110,17 +111,17 @@ def build_tiny_model(dims: TinyDims = TinyDims(), seed: int = 0) -> onnx.ModelPr
         _const("split", np.array([d.classes, len(BOX_REG_CHANNELS)], np.int64)),
     ]
     nodes = [
-        # camera features, lifted by parameter-free bilinear sampling at cam_grid
+        # camera features, masked by camera_valid, laid side by side and lifted by one
+        # parameter-free bilinear sampling at cam_grid (the camera canvas)
         helper.make_node("Conv", ["images", "img_w", "img_b"], ["img_f"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["img_f"], ["img_r"]),
-        helper.make_node("GridSample", ["img_r", "cam_grid"], ["lift"], align_corners=0),
         helper.make_node("Reshape", ["camera_valid", "valid_shape"], ["valid4"]),
-        helper.make_node("Mul", ["lift", "valid4"], ["lift_m"]),
-        helper.make_node("ReduceSum", ["lift_m", "axis0"], ["lift_sum"], keepdims=1),
-        helper.make_node("ReduceSum", ["camera_valid", "axis0"], ["n_valid"], keepdims=1),
-        helper.make_node("Max", ["n_valid", "one"], ["n_div"]),
-        helper.make_node("Div", ["lift_sum", "n_div"], ["lift_avg"]),
-        helper.make_node("Reshape", ["lift_avg", "lift_shape"], ["cam_bev"]),
+        helper.make_node("Mul", ["img_r", "valid4"], ["img_m"]),
+        helper.make_node("Transpose", ["img_m"], ["img_t"], perm=[1, 2, 0, 3]),
+        helper.make_node("Reshape", ["img_t", "canvas_shape"], ["canvas"]),
+        helper.make_node("Unsqueeze", ["cam_grid", "axis0"], ["cam_grid4"]),
+        helper.make_node("GridSample", ["canvas", "cam_grid4"], ["lift"], align_corners=0),
+        helper.make_node("Reshape", ["lift", "lift_shape"], ["cam_bev"]),
         # recurrent state: affine warp by ego_motion, zeroed when prev_valid = 0
         helper.make_node("Transpose", ["ego_motion"], ["theta_t"], perm=[1, 0]),
         helper.make_node("MatMul", ["base_grid", "theta_t"], ["grid_flat"], name=GRID_MATMUL),
@@ -128,14 +129,15 @@ def build_tiny_model(dims: TinyDims = TinyDims(), seed: int = 0) -> onnx.ModelPr
         helper.make_node("Unsqueeze", ["prev_bev", "axis0"], ["prev4"]),
         helper.make_node("GridSample", ["prev4", "state_grid"], ["warped"], align_corners=0),
         helper.make_node("Mul", ["warped", "prev_valid"], ["warped_m"]),
-        helper.make_node("Unsqueeze", ["lidar_bev", "axis0"], ["lidar4"]),
-        # fusion → new state; head at stride 2
+        helper.make_node("Unsqueeze", ["lidar_bev", "axis0"], ["lidar_fine"]),
+        helper.make_node("Conv", ["lidar_fine", "lidar_w"], ["lidar4"], pads=[1, 1, 1, 1],
+                         strides=[d.head_stride, d.head_stride]),
+        # fusion on the head grid → new state → head
         helper.make_node("Concat", ["cam_bev", "lidar4", "warped_m"], ["fused"], axis=1),
         helper.make_node("Conv", ["fused", "fuse_w", "fuse_b"], ["state_pre"], pads=[1, 1, 1, 1]),
         helper.make_node("Relu", ["state_pre"], ["state4"]),
         helper.make_node("Squeeze", ["state4", "axis0"], ["bev_state"]),
-        helper.make_node("Conv", ["state4", "head_w", "head_b"], ["head4"], pads=[1, 1, 1, 1],
-                         strides=[d.head_stride, d.head_stride]),
+        helper.make_node("Conv", ["state4", "head_w", "head_b"], ["head4"], pads=[1, 1, 1, 1]),
         helper.make_node("Squeeze", ["head4", "axis0"], ["head3"]),
         helper.make_node("Split", ["head3", "split"], ["hm_logit", "box_reg"], axis=0),
         helper.make_node("Sigmoid", ["hm_logit"], ["heatmap"]),
@@ -156,7 +158,7 @@ def random_frame(dims: TinyDims, rng: np.random.Generator) -> dict[str, np.ndarr
     return {
         "images": rng.uniform(0, 1, (NUM_CAMERAS, 3, dims.image_h, dims.image_w)).astype(np.float32),
         "camera_valid": valid,
-        "cam_grid": rng.uniform(-1.1, 1.1, (NUM_CAMERAS, dims.z * dims.hb, dims.wb, 2)).astype(np.float32),
+        "cam_grid": rng.uniform(-1.1, 1.1, (dims.z * dims.ho, dims.wo, 2)).astype(np.float32),
         "lidar_bev": rng.uniform(0, 1, (dims.lidar_channels, dims.hb, dims.wb)).astype(np.float32),
         "ego_motion": ego,
     }
@@ -175,7 +177,7 @@ class _SequenceReader:
 
         session = ort.InferenceSession(str(model_path), providers=["CPUExecutionProvider"])
         rng = np.random.default_rng(1)
-        state = np.zeros((dims.state_channels, dims.hb, dims.wb), np.float32)
+        state = np.zeros((dims.state_channels, dims.ho, dims.wo), np.float32)
         self._feeds = []
         for index in range(frames):
             feed = with_state(random_frame(dims, rng), state, float(index > 0))

@@ -65,8 +65,8 @@ def test_missing_input_is_named():
 
 @pytest.mark.parametrize(("tensor", "axis", "value"), [
     ("camera_valid", 0, 5),        # fixed contract size (6 cameras)
-    ("lidar_bev", 1, DIMS.hb + 1),  # Hb inconsistent with prev_bev
-    ("cam_grid", 1, DIMS.hb * 2 + 1),  # Z*Hb not a multiple of Hb
+    ("prev_bev", 1, DIMS.ho + 1),  # Ho inconsistent with the head outputs
+    ("cam_grid", 0, DIMS.ho * 2 + 1),  # Z*Ho not a multiple of Ho
     ("bev_state", 0, DIMS.state_channels + 1),  # state channels differ from prev_bev
 ])
 def test_mis_shaped_tensor_is_named(tmp_path, tensor, axis, value):

@@ -27,7 +27,7 @@ def _direct(path: Path) -> ort.InferenceSession:
 
 
 def _zero_state(dims: TinyDims = DIMS) -> np.ndarray:
-    return np.zeros((dims.state_channels, dims.hb, dims.wb), np.float32)
+    return np.zeros((dims.state_channels, dims.ho, dims.wo), np.float32)
 
 
 @pytest.mark.parametrize("which", [0, 1], ids=["fp32", "int8"])
@@ -147,7 +147,7 @@ def test_describe_lists_backend_provider_and_contract_tensors(tiny_models):
     assert [s.name for s in description.inputs] == list(CONTRACT_INPUTS)
     assert [s.name for s in description.outputs] == list(CONTRACT_OUTPUTS)
     specs = {s.name: s for s in description.inputs + description.outputs}
-    assert specs["cam_grid"].shape == (6, DIMS.z * DIMS.hb, DIMS.wb, 2)
+    assert specs["cam_grid"].shape == (DIMS.z * DIMS.ho, DIMS.wo, 2)
     assert specs["heatmap"].shape == (DIMS.classes, DIMS.ho, DIMS.wo) and specs["heatmap"].dtype == "float32"
     assert description.dims["Z"] == DIMS.z and description.dims["C"] == DIMS.state_channels
     assert description.details["graph_optimization_level"] == "extended"

@@ -42,7 +42,7 @@ def test_onnx_io_names_and_shapes_equal_resolved_contract(exported):
     resolved = {**TINY.input_shapes(), **TINY.output_shapes()}
     for vi in [*model.graph.input, *model.graph.output]:
         assert shape(vi) == resolved[vi.name]
-    assert resolved["cam_grid"] == (6, TINY.Z * 32, 32, 2) and resolved["heatmap"] == (5, 16, 16)
+    assert resolved["cam_grid"] == (TINY.Z * 16, 16, 2) and resolved["prev_bev"] == (TINY.C, 16, 16) and resolved["heatmap"] == (5, 16, 16)
     assert model.opset_import[0].version == OPSET
     check_contract(path, TINY)
     # the config written next to the model round-trips

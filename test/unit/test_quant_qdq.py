@@ -22,11 +22,15 @@ from bev_quant_ros.quant.sensitivity import NodeSensitivity, candidate_nodes
 
 @pytest.fixture(scope="module")
 def calibrated(tiny_model_path):
-    """Two 3-frame sequences (day, night) recorded through the pipeline; entropy thresholds."""
+    """Two 3-frame sequences (day, night) recorded through the pipeline; percentile thresholds.
+
+    Not entropy: on this untrained model KL clips the long tails so hard that the head
+    error is 0.45 (minmax/percentile/mse: 0.004), which would hide what these tests check.
+    """
     sequences = record_set(tiny_model_path, SequenceSetSpec(("day", "night"), 1, 3, 50_000))
     model = load_checked(tiny_model_path)
     stats = collect_activation_stats(model, sequences, calibration_tensors(model))
-    return sequences, stats, compute_thresholds(merge_conditions(stats), "entropy")
+    return sequences, stats, compute_thresholds(merge_conditions(stats), "percentile")
 
 
 def test_sequences_carry_resets_and_per_condition_stats(calibrated):
