@@ -202,7 +202,7 @@ def _find_peaks(heatmap: np.ndarray, config: DecodeConfig) -> tuple[np.ndarray, 
     return candidates[order], scores[order].astype(np.float64)
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)
 def _greedy_center_nms(xy: np.ndarray, class_ids: np.ndarray, radius_by_class: np.ndarray,
                        max_keep: int) -> np.ndarray:
     """Indices kept by greedy same-class centre-distance NMS; input sorted best first."""

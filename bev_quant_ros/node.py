@@ -6,9 +6,12 @@ the engine and decoding are the plain-Python pipeline shared with the tools.
 
 Threading: executor callbacks only store messages (cheap), so they never wait
 for inference. Complete (or timed-out) camera sets go into a one-element
-latest-wins slot; one worker thread converts the messages of the newest set,
-runs the pipeline and publishes. A set replaced in the slot before the worker
-took it is counted as dropped.
+latest-wins slot; a preparing thread converts the messages of the newest set and
+preprocesses them (image decode/resize and lidar raster release the GIL) into a
+second latest-wins slot; the inference thread runs the recurrent engine on the
+newest prepared frame, decodes and publishes. So frame N+1 is prepared while frame
+N is in the engine. A frame replaced in either slot before it was taken is counted
+as dropped.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -38,13 +42,14 @@ from visualization_msgs.msg import MarkerArray
 
 from bev_quant_ros import __version__
 from bev_quant_ros.calibration import RigCalibration
+from bev_quant_ros.engine.base import select_backend
 from bev_quant_ros.errors import BevQuantError, ConfigError, InvalidMessageError
 from bev_quant_ros.frame_slot import LatestSlot
 from bev_quant_ros.geometry import load_rig
 from bev_quant_ros.params import NODE_PARAMS, ParamSpec, validate
-from bev_quant_ros.pipeline import BevPipeline, PipelineResult, SensorFrame
+from bev_quant_ros.pipeline import BevPipeline, PipelineResult, PreparedFrame, SensorFrame
 from bev_quant_ros.resources import default_model_path
-from bev_quant_ros.msg_decode import (camera_info_to_intrinsics, compressed_to_rgb, image_to_rgb,
+from bev_quant_ros.msg_decode import (ScaledImageDecoder, camera_info_to_intrinsics, image_to_rgb,
                                       odometry_to_pose, pointcloud_to_points, stamp_to_ns, transform_to_matrix)
 from bev_quant_ros.ros_convert import boxes_to_detection_array, boxes_to_markers
 from bev_quant_ros.runtime_stats import RuntimeStats
@@ -54,6 +59,14 @@ from bev_quant_ros.temporal import PoseBuffer, TemporalState
 NODE_NAME = "bev_perception_node"
 STAGES = ("convert", "preprocess", "engine", "decode", "processing", "pipeline_latency")
 LOG_THROTTLE_S = 5.0
+
+
+@dataclass
+class _Prepared:
+    """A prepared frame on its way from the preparing to the inference worker."""
+
+    frame: PreparedFrame
+    convert_ms: float  # ROS messages -> numpy (image decode, point cloud unpacking)
 
 
 def _descriptor(spec: ParamSpec) -> ParameterDescriptor:
@@ -89,6 +102,10 @@ class BevPerceptionNode(Node):
         self.poses = PoseBuffer()
         self.stats = RuntimeStats(STAGES)
         self.slot: LatestSlot[AssembledFrame] = LatestSlot()
+        self.prepared_slot: LatestSlot[_Prepared] = LatestSlot()
+        model_cfg = self.pipeline.model_config
+        self._image_decoders = [ScaledImageDecoder(model_cfg.image_width, model_cfg.image_height)
+                                for _ in cfg["camera_names"]]
         self._lock = threading.Lock()  # assembler, poses and pending rig: executor vs worker
         self._pending_rig = None
         self._last_result: PipelineResult | None = None
@@ -107,8 +124,10 @@ class BevPerceptionNode(Node):
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(cfg["diagnostics_period_s"], self._publish_diagnostics, clock=steady)
         self.create_timer(max(cfg["camera_timeout_s"] / 2.0, 0.01), self._poll_assembler, clock=steady)
-        self._worker = threading.Thread(target=self._worker_loop, name="bev_inference", daemon=True)
-        self._worker.start()
+        self._workers = [threading.Thread(target=self._prepare_loop, name="bev_prepare", daemon=True),
+                         threading.Thread(target=self._inference_loop, name="bev_inference", daemon=True)]
+        for worker in self._workers:
+            worker.start()
         self.get_logger().info(
             f"{NODE_NAME} {__version__}: {description.backend} {description.precision} "
             f"model {description.model_path} ({description.details.get('selection_reason', '')})")
@@ -130,8 +149,10 @@ class BevPerceptionNode(Node):
             rig = load_rig(cfg["rig_path"] or None)
         except ConfigError as exc:
             raise ConfigError(f"parameter 'rig_path': {exc}") from exc
+        backend, _ = select_backend(cfg["backend"])  # the shipped INT8 flavour depends on it
         try:
-            model_path = Path(cfg["model_path"]) if cfg["model_path"] else default_model_path(cfg["precision"])
+            model_path = (Path(cfg["model_path"]) if cfg["model_path"]
+                          else default_model_path(cfg["precision"], backend))
         except ConfigError as exc:
             raise ConfigError(f"parameter 'model_path' is empty and no shipped {cfg['precision']} "
                               f"model exists: {exc}") from exc
@@ -231,18 +252,30 @@ class BevPerceptionNode(Node):
         self.get_logger().info("reset requested through ~/reset")
         return response
 
-    # ---- inference worker -----------------------------------------------------------------
-    def _worker_loop(self) -> None:
+    # ---- workers: prepare (convert + preprocess), then infer + publish ------------------------
+    def _prepare_loop(self) -> None:
         while not self.slot.closed:
             assembled = self.slot.take(timeout_s=0.5)
             if assembled is None:
                 continue
             try:
-                self._process(assembled)
+                self.prepared_slot.put(self._prepare(assembled))
             except Exception as exc:  # keep the worker alive whatever one frame does
                 self._bad_input("pipeline", exc)
 
-    def _process(self, assembled: AssembledFrame) -> None:
+    def _inference_loop(self) -> None:
+        while not self.prepared_slot.closed:
+            prepared = self.prepared_slot.take(timeout_s=0.5)
+            if prepared is None:
+                continue
+            try:
+                start = time.perf_counter()
+                result = self.pipeline.infer(prepared.frame)
+                self._publish(result, prepared, start)
+            except Exception as exc:  # keep the worker alive whatever one frame does
+                self._bad_input("pipeline", exc)
+
+    def _prepare(self, assembled: AssembledFrame) -> _Prepared:
         with self._lock:
             rig, self._pending_rig = self._pending_rig, None
             T_world_ego = self.poses.pose_at(assembled.stamp_ns)
@@ -258,8 +291,7 @@ class BevPerceptionNode(Node):
         if frame.points is None:
             frame.lidar_stamp_ns = None
         convert_ms = (time.perf_counter() - start) * 1e3
-        result = self.pipeline.process(frame)
-        self._publish(result, convert_ms, start)
+        return _Prepared(self.pipeline.prepare(frame), convert_ms)
 
     def _decode_images(self, assembled: AssembledFrame) -> list[np.ndarray | None]:
         images: list[np.ndarray | None] = []
@@ -267,7 +299,8 @@ class BevPerceptionNode(Node):
             image = None
             if msg is not None:
                 try:
-                    image = compressed_to_rgb(msg) if isinstance(msg, CompressedImage) else image_to_rgb(msg)
+                    image = (self._image_decoders[index].decode(msg) if isinstance(msg, CompressedImage)
+                             else image_to_rgb(msg))
                 except InvalidMessageError as exc:
                     self._bad_input(f"/{self.config['camera_names'][index]}/image_raw", exc)
             images.append(image)
@@ -282,13 +315,15 @@ class BevPerceptionNode(Node):
             self._bad_input(self.config["lidar_topic"], exc)
             return None
 
-    def _publish(self, result: PipelineResult, convert_ms: float, start: float) -> None:
-        """Publish a frame's outputs; ``processing`` = the node's whole cost of the frame
-        (message conversion, pipeline, building and publishing the detections)."""
+    def _publish(self, result: PipelineResult, prepared: _Prepared, start: float) -> None:
+        """Publish a frame's outputs; ``processing`` = the node's whole cost of the frame (message
+        conversion, pipeline, building and publishing the detections), not counting the wait
+        between the two workers."""
         frame_id = self.config["output_frame_id"]
         self.detections_pub.publish(boxes_to_detection_array(result.detections, result.stamp_ns, frame_id))
         latency_ms = (self.get_clock().now().nanoseconds - result.stamp_ns) / 1e6
-        processing_ms = (time.perf_counter() - start) * 1e3
+        processing_ms = prepared.convert_ms + prepared.frame.preprocess_ms + (time.perf_counter() - start) * 1e3
+        convert_ms = prepared.convert_ms
         if self.markers_pub is not None:
             self.markers_pub.publish(boxes_to_markers(result.detections, result.stamp_ns, frame_id))
         timings = result.timings
@@ -314,7 +349,7 @@ class BevPerceptionNode(Node):
     # ---- diagnostics ----------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
         counters = self.assembler.counters
-        self.stats.set_count("frames_dropped_latest_wins", self.slot.dropped)
+        self.stats.set_count("frames_dropped_latest_wins", self.slot.dropped + self.prepared_slot.dropped)
         for name in ("frames_complete", "frames_partial", "frames_without_lidar", "late_camera_messages",
                      "duplicate_camera_messages", "late_lidar_messages", "time_jumps_back"):
             self.stats.set_count(f"sync.{name}", getattr(counters, name))
@@ -344,9 +379,11 @@ class BevPerceptionNode(Node):
         self.diagnostics_pub.publish(msg)
 
     def close(self) -> None:
-        """Stop the worker thread (called before destroy_node)."""
+        """Stop the worker threads (called before destroy_node)."""
         self.slot.close()
-        self._worker.join(timeout=5.0)
+        self.prepared_slot.close()
+        for worker in self._workers:
+            worker.join(timeout=5.0)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

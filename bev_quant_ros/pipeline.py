@@ -61,6 +61,21 @@ class StageTimings:
 
 
 @dataclass
+class PreparedFrame:
+    """A frame's stateless model inputs, made by ``BevPipeline.prepare``.
+
+    Preparing does not touch the recurrent state, so the node prepares frame N+1 on
+    one thread while frame N runs through the engine on another.
+    """
+
+    stamp_ns: int
+    T_world_ego: np.ndarray | None
+    inputs: dict[str, np.ndarray]  # every contract input except the state and ego_motion
+    lidar_used: bool
+    preprocess_ms: float
+
+
+@dataclass
 class PipelineResult:
     """Detections of one frame and how they were made."""
 
@@ -126,23 +141,36 @@ class BevPipeline:
 
     def process(self, frame: SensorFrame) -> PipelineResult:
         """Run one frame; raises InvalidMessageError for unusable sensor data."""
+        return self.infer(self.prepare(frame))
+
+    def prepare(self, frame: SensorFrame) -> PreparedFrame:
+        """Preprocess a frame (images, lidar raster); raises InvalidMessageError for unusable data."""
         t0 = time.perf_counter()
         inputs, lidar_used = self._inputs(frame)
-        decision = self.temporal.step(frame.stamp_ns, frame.T_world_ego)
+        return PreparedFrame(frame.stamp_ns, frame.T_world_ego, inputs, lidar_used,
+                             (time.perf_counter() - t0) * 1e3)
+
+    def infer(self, prepared: PreparedFrame) -> PipelineResult:
+        """Apply the reset rules, run the engine on the recurrent state and decode; frames must
+        arrive in stamp order (a stamp going back is a reset, like a looping bag)."""
+        t1 = time.perf_counter()
+        inputs = dict(prepared.inputs)
+        decision = self.temporal.step(prepared.stamp_ns, prepared.T_world_ego)
         if decision.reset_reason is not None:
             self.engine.reset_state()
             inputs["ego_motion"] = self._identity_motion
         else:
             inputs["ego_motion"] = ego_motion_affine(decision.T_world_ego_prev, decision.T_world_ego,
                                                      self.model_config)
-        t1 = time.perf_counter()
-        outputs = self.engine.infer(inputs)
         t2 = time.perf_counter()
-        detections = decode(outputs["heatmap"], outputs["box_reg"], self.decode_config)
+        outputs = self.engine.infer(inputs)
         t3 = time.perf_counter()
-        return PipelineResult(frame.stamp_ns, detections, inputs["camera_valid"], lidar_used,
+        detections = decode(outputs["heatmap"], outputs["box_reg"], self.decode_config)
+        t4 = time.perf_counter()
+        preprocess_ms = prepared.preprocess_ms + (t2 - t1) * 1e3
+        return PipelineResult(prepared.stamp_ns, detections, inputs["camera_valid"], prepared.lidar_used,
                               decision.reset_reason,
-                              StageTimings((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3))
+                              StageTimings(preprocess_ms, (t3 - t2) * 1e3, (t4 - t3) * 1e3))
 
     def _inputs(self, frame: SensorFrame) -> tuple[dict[str, np.ndarray], bool]:
         images = prepare_images(frame.images, self.model_config)  # checks slots, presence and sizes

@@ -140,7 +140,7 @@ def lidar_bev(points: np.ndarray, T_ego_lidar: np.ndarray, T_world_ego_lidar: np
     return raster
 
 
-@numba.njit(cache=True)
+@numba.njit(cache=True, nogil=True)  # the node prepares frames on a second thread
 def _rasterize(points, T_ego_lidar, velocity, T_cam_lidar_ego, lidar_to_cam_dt_s, z_edges,
                x_min, y_min, cell_x, cell_y, max_lag_s, intensity_scale, raster):  # pragma: no cover - numba
     n_bins = z_edges.shape[0] - 1

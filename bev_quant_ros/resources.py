@@ -29,7 +29,16 @@ def package_file(subdir: str, name: str) -> Path:
     raise ConfigError(f"{subdir}/{name} not found; looked in: {', '.join(map(str, candidates))}")
 
 
-def default_model_path(precision: str) -> Path:
-    """The shipped model for ``precision``: models/bev_tiny.onnx (fp32) or bev_tiny.int8.onnx."""
-    suffix = ".onnx" if precision == "fp32" else f".{precision}.onnx"
-    return package_file("models", DEFAULT_MODEL_STEM + suffix)
+# The INT8 model ships in two Q/DQ flavours of one plan (quant/qdq.py): TensorRT builds the
+# symmetric one; ONNX Runtime on a CPU runs the one with unsigned activations fastest.
+_INT8_SUFFIX = {"tensorrt": ".int8.onnx", "onnxruntime": ".int8_cpu.onnx"}
+
+
+def default_model_path(precision: str, backend: str = "onnxruntime") -> Path:
+    """The shipped model for ``precision`` on a concrete ``backend``: models/bev_tiny.onnx (fp32),
+    bev_tiny.int8.onnx (int8, TensorRT) or bev_tiny.int8_cpu.onnx (int8, ONNX Runtime)."""
+    if precision == "fp32":
+        return package_file("models", DEFAULT_MODEL_STEM + ".onnx")
+    if precision != "int8" or backend not in _INT8_SUFFIX:
+        raise ConfigError(f"no shipped model for precision '{precision}' on backend '{backend}'")
+    return package_file("models", DEFAULT_MODEL_STEM + _INT8_SUFFIX[backend])

@@ -20,7 +20,7 @@ from bev_quant_ros.quant.calib_data import (ConditionStats, RecordedSequence, co
 from bev_quant_ros.quant.config import AUTO_METHOD, QuantConfig
 from bev_quant_ros.quant.plan import (PrecisionPlan, apply_plan, float_reasons, read_plan, search_plan, sha256,
                                       write_plan)
-from bev_quant_ros.quant.qdq import calibration_tensors, load_checked
+from bev_quant_ros.quant.qdq import CPU, calibration_tensors, load_checked
 from bev_quant_ros.quant.ranges import METHODS, compute_thresholds
 from bev_quant_ros.quant.sensitivity import NodeSensitivity, measure_sensitivity, method_errors
 
@@ -35,6 +35,7 @@ class Calibration:
 
     stats: ConditionStats
     thresholds: dict[str, dict[str, float]]  # method -> tensor -> clip point
+    observed: dict[str, tuple[float, float]]  # tensor -> (min, max) over all conditions
 
 
 def calibrate_ranges(config: QuantConfig, sequences: list[RecordedSequence] | None = None) -> Calibration:
@@ -44,7 +45,7 @@ def calibrate_ranges(config: QuantConfig, sequences: list[RecordedSequence] | No
     stats = collect_activation_stats(model, sequences, calibration_tensors(model, config.op_types), config.bins)
     merged = merge_conditions(stats)
     thresholds = {m: compute_thresholds(merged, m, config.percentile) for m in METHODS}
-    return Calibration(stats, thresholds)
+    return Calibration(stats, thresholds, {name: (s.minimum, s.maximum) for name, s in merged.items()})
 
 
 def truncated(sequences: list[RecordedSequence], frames: int) -> list[RecordedSequence]:
@@ -78,7 +79,7 @@ def run_calibration(config: QuantConfig, plan_path: Path | None = None) -> Preci
             LOG.warning("plan %s was searched on another %s (sha256 differs): its float nodes exist but "
                         "its measured NDS is not this model's; rerun without --plan to search again",
                         plan_path, config.model.name)
-        apply_plan(plan, config.model, calibration.thresholds[plan.method], config.output)
+        write_models(config, plan, calibration)
         return plan
     validation = record_set(config.model, config.validation)
     method, errors, sensitivity = run_sensitivity(config, calibration, truncated(validation,
@@ -97,8 +98,16 @@ def run_calibration(config: QuantConfig, plan_path: Path | None = None) -> Preci
         measured={**_measured(config, fp32, final.nds, steps[0].nds),
                   "all_int8_output_error_per_method": {m: round(e, 4) for m, e in errors.items()}})
     write_plan(plan, config.plan)
-    apply_plan(plan, config.model, thresholds, config.output)
+    write_models(config, plan, calibration)
     return plan
+
+
+def write_models(config: QuantConfig, plan: PrecisionPlan, calibration: Calibration) -> None:
+    """The plan's Q/DQ model in the TensorRT flavour, and in the CPU flavour when configured."""
+    thresholds = calibration.thresholds[plan.method]
+    apply_plan(plan, config.model, thresholds, config.output)
+    if config.cpu_output is not None:
+        apply_plan(plan, config.model, thresholds, config.cpu_output, CPU, calibration.observed)
 
 
 def _measured(config: QuantConfig, fp32: dict, plan_nds: dict, all_int8: dict) -> dict[str, Any]:

@@ -19,7 +19,7 @@ AUTO_METHOD = "auto"  # pick the method with the smallest all-INT8 output error 
 @dataclass(frozen=True)
 class QuantConfig:
     model: Path  # FP32 ONNX (its model config YAML next to it)
-    output: Path  # INT8 Q/DQ ONNX
+    output: Path  # INT8 Q/DQ ONNX, TensorRT flavour (symmetric int8)
     plan: Path  # precision plan YAML
     work_dir: Path  # statistics, sensitivity, search log (git-ignored)
     method: str
@@ -32,6 +32,7 @@ class QuantConfig:
     search_budget_nds: float  # what the plan search demands on the (small) validation set: a margin for noise
     op_types: tuple[str, ...] = DEFAULT_OP_TYPES
     threads: int = 1
+    cpu_output: Path | None = None  # same plan and ranges, ONNX Runtime CPU flavour (quant/qdq.py)
 
 
 def _spec(doc: dict[str, Any], where: str) -> SequenceSetSpec:
@@ -63,7 +64,8 @@ def load_quant_config(path: str | Path, root: str | Path | None = None) -> Quant
             sensitivity_frames=int(doc["validation"].get("sensitivity_frames", 12)),
             budget_nds=float(doc.get("budget_nds", 0.005)),
             search_budget_nds=float(doc.get("search_budget_nds", float(doc.get("budget_nds", 0.005)) / 2)),
-            op_types=tuple(doc.get("op_types", DEFAULT_OP_TYPES)), threads=int(doc.get("threads", 1)))
+            op_types=tuple(doc.get("op_types", DEFAULT_OP_TYPES)), threads=int(doc.get("threads", 1)),
+            cpu_output=base / doc["cpu_output"] if doc.get("cpu_output") else None)
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"quantization config {path} lacks {exc}") from None
     if config.method not in (*METHODS, AUTO_METHOD):

@@ -21,7 +21,8 @@ import yaml
 from bev_quant_ros.errors import PrecisionPlanError
 from bev_quant_ros.quant import assess
 from bev_quant_ros.quant.calib_data import RecordedSequence
-from bev_quant_ros.quant.qdq import DEFAULT_OP_TYPES, check_nodes_exist, load_checked, write_qdq
+from bev_quant_ros.quant.qdq import (DEFAULT_OP_TYPES, TENSORRT, ObservedRanges, QdqFlavour, check_nodes_exist,
+                                    load_checked, write_qdq)
 from bev_quant_ros.quant.sensitivity import NodeSensitivity
 
 LOG = logging.getLogger(__name__)
@@ -92,10 +93,10 @@ def read_plan(path: str | Path) -> PrecisionPlan:
 
 
 def apply_plan(plan: PrecisionPlan, model_path: str | Path, thresholds: Mapping[str, float],
-               out_path: str | Path) -> Path:
+               out_path: str | Path, flavour: QdqFlavour = TENSORRT, observed: ObservedRanges | None = None) -> Path:
     """The Q/DQ model of `plan`; unknown node names are a PrecisionPlanError before anything is written."""
     check_nodes_exist(load_checked(model_path), plan.node_names(), f"precision plan for {Path(model_path).name}")
-    return write_qdq(model_path, out_path, thresholds, plan.node_names(), plan.op_types)
+    return write_qdq(model_path, out_path, thresholds, plan.node_names(), plan.op_types, flavour, observed)
 
 
 def worst_drop(fp32: Mapping[str, Mapping[str, float]], int8: Mapping[str, Mapping[str, float]]) -> float:

@@ -1,10 +1,18 @@
 """Q/DQ export with ONNX Runtime's quantizer, our ranges and a float-node set.
 
-The output is the TensorRT-consumable form (DESIGN.md §3, ENVIRONMENT.md):
-symmetric signed int8 activations and weights, per-channel weights, bias left
-float. Ranges computed by `ranges.py` reach `quantize_static` through its
-calibration cache (a `TensorsData` JSON), so ORT's own calibrators, whose
-Entropy silently equals MinMax, are never used for the shipped model.
+Two flavours of one calibration and one precision plan:
+
+* ``tensorrt`` — the TensorRT-consumable form (DESIGN.md §3, ENVIRONMENT.md):
+  symmetric signed int8 activations and weights, per-channel weights, bias float.
+* ``cpu`` — what ONNX Runtime's x86 int8 kernels run fastest: unsigned activations
+  with a zero point (u8 x s8, the VNNI instruction's operand types), same weights.
+  A ReLU output's range becomes [0, T], so ORT folds the ReLU into the conv's
+  requantization; with symmetric s8 activations every conv instead pays
+  DequantizeLinear -> Relu -> QuantizeLinear and the int8 model ran slower than FP32.
+
+Ranges computed by `ranges.py` reach `quantize_static` through its calibration cache
+(a `TensorsData` JSON), so ORT's own calibrators, whose Entropy silently equals
+MinMax, are never used for the shipped models.
 """
 
 from __future__ import annotations
@@ -13,6 +21,7 @@ import itertools
 import math
 import shutil
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Mapping, Sequence
 
@@ -34,11 +43,26 @@ from bev_quant_ros.quant.calib_data import RecordedSequence, state_feeds
 # Mul went 4.7 ms float -> 10 ms with its Q/DQ), and TensorRT fuses them into adjacent layers anyway.
 DEFAULT_OP_TYPES: tuple[str, ...] = ("Conv", "MatMul", "Softmax", "Add", "Concat", "AveragePool", "Resize",
                                      "Relu")
-# DedicatedQDQPair: one Q/DQ pair per consumer, so ORT can fuse each Conv into QLinearConv
-# even where a tensor feeds two nodes (TensorRT fuses either way).
-TRT_EXTRA_OPTIONS = {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False,
-                     "DedicatedQDQPair": True}
+# Weights: symmetric per-channel int8 in both flavours; bias stays float (TensorRT adds it in
+# float). DedicatedQDQPair: one Q/DQ pair per consumer, so ORT can fuse each Conv into
+# QLinearConv even where a tensor feeds two nodes (TensorRT fuses either way).
+QDQ_EXTRA_OPTIONS = {"WeightSymmetric": True, "QuantizeBias": False, "DedicatedQDQPair": True}
 _FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16}
+
+
+@dataclass(frozen=True)
+class QdqFlavour:
+    """How activations are stored in the Q/DQ model (see the module docstring)."""
+
+    name: str
+    activation_type: QuantType
+    symmetric: bool
+
+
+TENSORRT = QdqFlavour("tensorrt", QuantType.QInt8, symmetric=True)
+CPU = QdqFlavour("cpu", QuantType.QUInt8, symmetric=False)
+FLAVOURS = {flavour.name: flavour for flavour in (TENSORRT, CPU)}
+ObservedRanges = Mapping[str, tuple[float, float]]  # tensor -> (min, max) seen in calibration
 
 
 def load_checked(path: str | Path) -> onnx.ModelProto:
@@ -79,9 +103,26 @@ def check_nodes_exist(model: onnx.ModelProto, nodes: Iterable[str], what: str = 
         raise PrecisionPlanError(f"{what} names node(s) not in the model: {missing}")
 
 
+def activation_ranges(thresholds: Mapping[str, float], flavour: QdqFlavour,
+                      observed: ObservedRanges | None = None) -> dict[str, tuple[float, float]]:
+    """(low, high) per tensor: [-T, T] when symmetric; else the clip threshold T cut to what
+    calibration observed, so a non-negative tensor (ReLU output) spends all 256 levels on [0, T]."""
+    if flavour.symmetric:
+        return {name: (-value, value) for name, value in thresholds.items()}
+    if observed is None:
+        raise PrecisionPlanError(f"the {flavour.name} flavour needs the observed min/max of each tensor")
+    missing = [name for name in thresholds if name not in observed]
+    if missing:
+        raise PrecisionPlanError(f"no observed range for tensor(s) {missing[:5]} (of {len(missing)})")
+    return {name: (max(observed[name][0], -value), min(observed[name][1], value))
+            for name, value in thresholds.items()}
+
+
 def write_qdq(model_path: str | Path, out_path: str | Path, thresholds: Mapping[str, float],
-              float_nodes: Sequence[str] = (), op_types: Sequence[str] = DEFAULT_OP_TYPES) -> Path:
-    """Quantize `model_path` with symmetric `thresholds`, keeping `float_nodes` float; copy its config YAML."""
+              float_nodes: Sequence[str] = (), op_types: Sequence[str] = DEFAULT_OP_TYPES,
+              flavour: QdqFlavour = TENSORRT, observed: ObservedRanges | None = None) -> Path:
+    """Quantize `model_path` with the clip `thresholds` in `flavour`, keeping `float_nodes` float;
+    copy its config YAML. `observed` (min, max per tensor) is needed by asymmetric flavours."""
     model_path, out_path = Path(model_path), Path(out_path)
     model = load_checked(model_path)
     check_nodes_exist(model, float_nodes)
@@ -89,16 +130,18 @@ def write_qdq(model_path: str | Path, out_path: str | Path, thresholds: Mapping[
     if missing:
         raise PrecisionPlanError(f"no calibration range for tensor(s) {missing[:5]} (of {len(missing)})")
     ranges = TensorsData(CalibrationMethod.MinMax, {
-        name: TensorData(lowest=np.float32(-value), highest=np.float32(value)) for name, value in thresholds.items()})
+        name: TensorData(lowest=np.float32(low), highest=np.float32(high))
+        for name, (low, high) in activation_ranges(thresholds, flavour, observed).items()})
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="bev_quant_qdq.") as tmp:
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(ranges, cache)
         quantize_static(str(model_path), str(out_path), None, quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(op_types), per_channel=True,
-                        activation_type=QuantType.QInt8, weight_type=QuantType.QInt8,
+                        activation_type=flavour.activation_type, weight_type=QuantType.QInt8,
                         nodes_to_exclude=list(float_nodes), calibrate_method=CalibrationMethod.MinMax,
-                        extra_options=dict(TRT_EXTRA_OPTIONS), calibration_cache_path=str(cache))
+                        extra_options={**QDQ_EXTRA_OPTIONS, "ActivationSymmetric": flavour.symmetric},
+                        calibration_cache_path=str(cache))
     copy_model_config(model_path, out_path)
     return out_path
 

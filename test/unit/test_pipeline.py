@@ -58,6 +58,20 @@ def test_pipeline_matches_manual_composition(tiny_model_path, tiny_model_config,
                for r in results)
 
 
+def test_preparing_ahead_of_inference_changes_nothing(tiny_model_path, day_frames):
+    """The node prepares frame N+1 while frame N is in the engine: preparation must not touch the state."""
+    sequential = BevPipeline.from_model(tiny_model_path, backend="onnxruntime", score_threshold=0.05)
+    expected = [sequential.process(sensor_frame(f)) for f in day_frames]
+    overlapped = BevPipeline.from_model(tiny_model_path, backend="onnxruntime", score_threshold=0.05)
+    prepared = [overlapped.prepare(sensor_frame(f)) for f in day_frames]  # all prepared before any inference
+    got = [overlapped.infer(p) for p in prepared]
+    assert [r.reset_reason for r in got] == [r.reset_reason for r in expected]
+    for a, b in zip(got, expected):
+        np.testing.assert_array_equal(a.detections.scores, b.detections.scores)
+        np.testing.assert_array_equal(a.detections.centers, b.detections.centers)
+    assert all(p.preprocess_ms > 0 for p in prepared)
+
+
 def test_requested_reset_reproduces_a_fresh_start(tiny_model_path, day_frames):
     pipeline = BevPipeline.from_model(tiny_model_path, backend="onnxruntime", score_threshold=0.05)
     for f in day_frames[:3]:

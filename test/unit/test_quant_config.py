@@ -15,6 +15,7 @@ SHIPPED = ROOT / "config" / "quant_bev_tiny.yaml"
 def test_shipped_config_is_balanced_and_disjoint_from_training_and_held_out_seeds():
     config = load_quant_config(SHIPPED, root=ROOT)
     assert config.model == ROOT / "models/bev_tiny.onnx" and config.output == ROOT / "models/bev_tiny.int8.onnx"
+    assert config.cpu_output == ROOT / "models/bev_tiny.int8_cpu.onnx"
     assert config.calibration.conditions == ("day", "night", "rain", "fog")
     seeds = [s.seed for s in config.calibration.synth_specs() + config.validation.synth_specs()]
     assert len(set(seeds)) == len(seeds) and min(seeds) >= 10_000 and max(seeds) < 100_000
@@ -46,3 +47,13 @@ def test_missing_section_is_named(tmp_path):
     (tmp_path / "quant.yaml").write_text(yaml.safe_dump(doc))
     with pytest.raises(ConfigError, match="validation"):
         load_quant_config(tmp_path / "quant.yaml", root=ROOT)
+
+
+def test_shipped_model_per_precision_and_backend():
+    from bev_quant_ros.resources import default_model_path
+
+    assert default_model_path("fp32", "tensorrt") == ROOT / "models/bev_tiny.onnx"
+    assert default_model_path("int8", "tensorrt") == ROOT / "models/bev_tiny.int8.onnx"
+    assert default_model_path("int8", "onnxruntime") == ROOT / "models/bev_tiny.int8_cpu.onnx"
+    with pytest.raises(ConfigError, match="precision 'fp16'"):
+        default_model_path("fp16", "onnxruntime")

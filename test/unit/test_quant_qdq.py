@@ -15,7 +15,8 @@ from bev_quant_ros.quant.calib_data import (RecordedSequence, SequenceSetSpec, c
                                             merge_conditions, record_set)
 from bev_quant_ros.quant.drift import drift_curve, state_path_nodes
 from bev_quant_ros.quant.plan import FloatNode, PrecisionPlan, apply_plan, read_plan, search_plan, write_plan
-from bev_quant_ros.quant.qdq import calibration_tensors, load_checked, tensorrt_style, write_ort_default, write_qdq
+from bev_quant_ros.quant.qdq import (CPU, TENSORRT, activation_ranges, calibration_tensors, load_checked, tensorrt_style,
+                                    write_ort_default, write_qdq)
 from bev_quant_ros.quant.ranges import compute_thresholds
 from bev_quant_ros.quant.sensitivity import NodeSensitivity, candidate_nodes
 
@@ -68,6 +69,43 @@ def test_qdq_is_tensorrt_style_and_close_to_fp32(calibrated, tiny_model_path, tm
     fp32 = assess.run_model(tiny_model_path, sequences, keep_heads=True)
     int8 = assess.run_model(out, sequences, keep_heads=True)
     assert 0 < assess.head_error(fp32, int8) < 0.2
+
+
+def test_cpu_flavour_has_unsigned_activations_and_relu_ranges_start_at_zero(calibrated, tiny_model_path, tmp_path):
+    sequences, stats, thresholds = calibrated
+    merged = merge_conditions(stats)
+    observed = {name: (s.minimum, s.maximum) for name, s in merged.items()}
+    out = write_qdq(tiny_model_path, tmp_path / "tiny.int8_cpu.onnx", thresholds, flavour=CPU, observed=observed)
+    model = onnx.load(out)
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    quantize = [n for n in model.graph.node if n.op_type == "QuantizeLinear" and n.input[0] in thresholds]
+    assert quantize and all(inits[n.input[2]].dtype == np.uint8 for n in quantize)  # activations: u8
+    relu_outputs = [n.output[0] for n in model.graph.node if n.op_type == "Relu"] + [
+        t for t in thresholds if t.endswith("Relu_output_0")]
+    relu_q = [n for n in quantize if n.input[0] in relu_outputs]
+    assert relu_q and all(int(inits[n.input[2]]) == 0 for n in relu_q)  # [0, T]: zero point 0, all levels >= 0
+    for n in relu_q:  # the scale spends 255 steps on [0, T]: half the step of the symmetric flavour
+        assert float(inits[n.input[1]]) == pytest.approx(min(thresholds[n.input[0]], observed[n.input[0]][1]) / 255,
+                                                          rel=1e-5)
+    weights = [n for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits
+               and inits[n.input[0]].ndim == 4]
+    assert weights and all(inits[n.input[0]].dtype == np.int8 and not inits[n.input[2]].any() for n in weights)
+    assert tensorrt_style(out)[0] is False  # the TensorRT flavour is the symmetric one
+    fp32 = assess.run_model(tiny_model_path, sequences, keep_heads=True)
+    assert 0 < assess.head_error(fp32, assess.run_model(out, sequences, keep_heads=True)) < 0.2
+
+
+def test_activation_ranges_per_flavour_and_cpu_needs_observed_ranges(tiny_model_path, tmp_path):
+    thresholds = {"relu": 4.0, "signed": 2.0, "small": 10.0}
+    observed = {"relu": (0.0, 6.0), "signed": (-3.0, 1.5), "small": (-1.0, 0.5)}
+    assert activation_ranges(thresholds, TENSORRT) == {"relu": (-4.0, 4.0), "signed": (-2.0, 2.0),
+                                                       "small": (-10.0, 10.0)}
+    assert activation_ranges(thresholds, CPU, observed) == {"relu": (0.0, 4.0), "signed": (-2.0, 1.5),
+                                                            "small": (-1.0, 0.5)}
+    with pytest.raises(PrecisionPlanError, match="observed min/max"):
+        activation_ranges(thresholds, CPU)
+    with pytest.raises(PrecisionPlanError, match="observed range.*signed"):
+        activation_ranges(thresholds, CPU, {"relu": (0.0, 1.0), "small": (0.0, 1.0)})
 
 
 def test_excluded_nodes_stay_float_and_plan_roundtrip_is_reproducible(calibrated, tiny_model_path, tmp_path):

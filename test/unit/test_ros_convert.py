@@ -14,8 +14,8 @@ from bev_quant_ros.boxes import Boxes3D
 from bev_quant_ros.errors import InvalidMessageError
 from bev_quant_ros.geometry import quaternion_to_yaw
 from bev_quant_ros.sim.ground_truth import detection_array_to_boxes
-from bev_quant_ros.msg_decode import (camera_info_to_intrinsics, compressed_to_rgb, image_to_rgb,
-                                      odometry_to_pose, pointcloud_to_points, stamp_to_ns)
+from bev_quant_ros.msg_decode import (ScaledImageDecoder, camera_info_to_intrinsics, compressed_to_rgb,
+                                      image_to_rgb, odometry_to_pose, pointcloud_to_points, stamp_to_ns)
 from bev_quant_ros.ros_convert import (boxes_to_detection_array, boxes_to_markers, ns_to_stamp,
                                        points_to_pointcloud, rgb_to_image)
 
@@ -66,6 +66,35 @@ def test_jpeg_decodes_to_rgb_and_garbage_raises():
     np.testing.assert_array_equal(compressed_to_rgb(CompressedImage(format="png", data=jpeg.tobytes())), RGB)
     with pytest.raises(InvalidMessageError, match="could not be decoded"):
         compressed_to_rgb(CompressedImage(format="jpeg", data=b"\xff\xd8not a jpeg"))
+
+
+def _jpeg(rgb: np.ndarray) -> CompressedImage:
+    ok, data = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    return CompressedImage(format="jpeg", data=data.tobytes())
+
+
+def test_scaled_decoder_learns_the_largest_reduction_that_covers_the_model_input():
+    smooth = cv2.resize(RGB, (800, 448), interpolation=cv2.INTER_CUBIC)  # camera-like 800 x 448
+    decoder = ScaledImageDecoder(min_width=176, min_height=96)
+    first = decoder.decode(_jpeg(smooth))
+    assert first.shape == (448, 800, 3) and decoder.reduction == 4  # 800/4 = 200 >= 176, 448/4 = 112 >= 96
+    second = decoder.decode(_jpeg(smooth))
+    assert second.shape == (112, 200, 3)
+    # same picture as the full decode shrunk to that size (JPEG's scaled IDCT ~ a box filter)
+    reference = cv2.resize(first, (200, 112), interpolation=cv2.INTER_AREA).astype(np.float32)
+    assert np.abs(second.astype(np.float32) - reference).mean() < 3.0
+    # the camera switches to a smaller resolution: that frame is decoded again at full size
+    small = decoder.decode(_jpeg(cv2.resize(smooth, (352, 192))))
+    assert small.shape == (192, 352, 3) and decoder.reduction == 2
+    assert decoder.decode(_jpeg(cv2.resize(smooth, (352, 192)))).shape == (96, 176, 3)
+
+
+def test_scaled_decoder_never_shrinks_below_the_model_input():
+    decoder = ScaledImageDecoder(min_width=176, min_height=96)
+    for _ in range(2):
+        assert decoder.decode(_jpeg(RGB)).shape == RGB.shape  # 80 x 45 is already smaller
+    assert decoder.reduction == 1
 
 
 def test_pointcloud_round_trip_and_nan_points_dropped():
