@@ -2,9 +2,11 @@
 
 Rows (same FP32 model, same calibration set, same held-out frames, seeds >= 100000):
 FP32; ONNX Runtime `quantize_static` defaults (MinMax, QDQ, all op types); all-INT8 with
-each of our calibration methods; our precision plan. Plus: night-only vs balanced
+each of our calibration methods; our precision plan in the TensorRT flavour (symmetric
+int8) and in the CPU flavour (u8 activations; quant/qdq.py). Plus: night-only vs balanced
 calibration (plan applied to both) evaluated on day and night; INT8 vs FP32 engine
-latency (median of alternated runs in one process); bev_state drift at frame 300.
+latency of both flavours (median of alternated runs in one process); bev_state drift at
+frame 300.
 
     PYTHONPATH=. python benchmarks/bench_quant.py --config config/quant_bev_tiny.yaml \
         --out benchmarks/results/quant.json
@@ -34,15 +36,16 @@ from bev_quant_ros.quant.calibrate import calibrate_ranges  # noqa: E402
 from bev_quant_ros.quant.config import load_quant_config  # noqa: E402
 from bev_quant_ros.quant.drift import drift_curve  # noqa: E402
 from bev_quant_ros.quant.plan import read_plan, sha256  # noqa: E402
-from bev_quant_ros.quant.qdq import tensorrt_style, write_ort_default, write_qdq  # noqa: E402
+from bev_quant_ros.quant.qdq import CPU, tensorrt_style, write_ort_default, write_qdq  # noqa: E402
 from bev_quant_ros.quant.ranges import METHODS  # noqa: E402
 from bev_quant_ros.quant.report import DRIFT_SEED, HELD_OUT_SEED  # noqa: E402
 
 
-def latency(fp32: Path, int8: Path, feeds: list[dict], threads: int, rounds: int) -> dict[str, float]:
-    """Median engine.infer time of each model, runs alternated so load changes hit both alike."""
+def latency(models: dict[str, Path], feeds: list[dict], threads: int, rounds: int) -> dict[str, float]:
+    """Median engine.infer time of each model (first = reference) and each one's ratio to the first,
+    runs alternated so load changes hit all alike."""
     engines = {name: create_engine(path, backend="onnxruntime", intra_op_num_threads=threads)
-               for name, path in (("fp32", fp32), ("int8", int8))}
+               for name, path in models.items()}
     for engine in engines.values():
         engine.warmup(3)
     times: dict[str, list[float]] = {name: [] for name in engines}
@@ -52,9 +55,10 @@ def latency(fp32: Path, int8: Path, feeds: list[dict], threads: int, rounds: int
             start = time.perf_counter()
             engine.infer(feed)
             times[name].append((time.perf_counter() - start) * 1e3)
-    medians = {f"{name}_ms": float(np.median(values)) for name, values in times.items()}
-    medians["ratio"] = medians["int8_ms"] / medians["fp32_ms"]
-    return medians
+    medians = {name: float(np.median(values)) for name, values in times.items()}
+    reference = next(iter(medians))
+    return {**{f"{name}_ms": ms for name, ms in medians.items()},
+            **{f"{name}_ratio": ms / medians[reference] for name, ms in medians.items() if name != reference}}
 
 
 def float_only_share(model: Path, feeds: list[dict], op_types: tuple[str, ...], runs: int = 8) -> dict:
@@ -116,6 +120,9 @@ def main() -> int:
                                                      balanced.thresholds[method], (), config.op_types)
         models["ours_plan"] = write_qdq(config.model, Path(tmp) / "plan.onnx", balanced.thresholds[plan.method],
                                         plan.node_names(), plan.op_types)
+        models["ours_plan_cpu"] = write_qdq(config.model, Path(tmp) / "plan_cpu.onnx",
+                                            balanced.thresholds[plan.method], plan.node_names(), plan.op_types,
+                                            CPU, balanced.observed)
         models["ours_plan_night_only_calibration"] = write_qdq(
             config.model, Path(tmp) / "plan_night.onnx", night_only.thresholds[plan.method], plan.node_names(),
             plan.op_types)
@@ -125,11 +132,13 @@ def main() -> int:
             rows[label] = assess.nds_by_condition(assess.run_model(path, held_out, config.threads), held_out)
             print(label, {c: round(v["NDS"], 4) for c, v in rows[label].items()}, flush=True)
         feeds = [f for s in held_out for f in s.feeds[:4]]
-        latency_rows = {f"threads_{n}": latency(config.model, models["ours_plan"], feeds, n, args.latency_rounds)
-                        for n in (1, 2)}
+        timed = {"fp32": config.model, "int8_tensorrt_flavour": models["ours_plan"],
+                 "int8_cpu_flavour": models["ours_plan_cpu"]}
+        latency_rows = {f"threads_{n}": latency(timed, feeds, n, args.latency_rounds) for n in (1, 2)}
         latency_rows["fp32_float_only_profile"] = float_only_share(config.model, feeds, tuple(config.op_types))
         drift_sequence = record_sequence(config.model, SynthSpec("day", DRIFT_SEED, args.drift_frames))
-        drift = drift_curve(config.model, models["ours_plan"], drift_sequence, threads=config.threads)
+        drift = {row: drift_curve(config.model, models[row], drift_sequence, threads=config.threads)
+                 for row in ("ours_plan", "ours_plan_cpu")}
     fp32 = rows["fp32"]
     int8_rows = {k: v for k, v in rows.items() if k not in ("fp32", "ours_plan_night_only_calibration")}
     delta = {k: {c: (v[c]["NDS"] - fp32[c]["NDS"]) * 100 for c in fp32} for k, v in int8_rows.items()}
@@ -147,13 +156,15 @@ def main() -> int:
         "tensorrt_consumable": consumable,
         "best_tensorrt_consumable_int8_row": max((k for k in worst if consumable[k].startswith("symmetric")),
                                                  key=worst.get),
-        "goal_within_0_5_points_every_condition": bool(worst["ours_plan"] >= -0.5),
+        "goal_within_0_5_points_every_condition": {row: bool(worst[row] >= -0.5)
+                                                   for row in ("ours_plan", "ours_plan_cpu")},
         "scenario_shift": {cal: {c: round(rows[row][c]["NDS"], 4) for c in ("day", "night")}
                            for cal, row in (("balanced", "ours_plan"),
                                             ("night_only", "ours_plan_night_only_calibration"))},
         "latency": latency_rows, "latency_goal_ratio": 0.6,
-        "drift": {"frames": args.drift_frames, **drift.at(args.drift_frames),
-                  "cosine_min": float(min(drift.cosine)), "goal_cosine": 0.99},
+        "drift": {row: {"frames": args.drift_frames, **curve.at(args.drift_frames),
+                        "cosine_min": float(min(curve.cosine)), "goal_cosine": 0.99}
+                  for row, curve in drift.items()},
         "machine": platform.processor() or platform.machine(), "elapsed_s": round(time.time() - t0, 1),
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

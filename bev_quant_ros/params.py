@@ -61,7 +61,9 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
               "config/rig_nuscenes.yaml; CameraInfo and /tf_static override it at run time"),
     ParamSpec("output_frame_id", "base_link", "ego frame: detections are stamped with it and "
               "camera extrinsics are looked up relative to it in /tf_static"),
-    ParamSpec("intra_op_num_threads", 0, "ONNX Runtime threads per inference; 0 = one per core",
+    ParamSpec("intra_op_num_threads", 1, "ONNX Runtime threads per inference; 0 = one per core. One "
+              "leaves a core to the preparing worker, and on the 2-vCPU reference machine one "
+              "thread also ran the engine faster than two (benchmarks/results/quant.json)",
               min_value=0, max_value=64),
     ParamSpec("camera_names", list(DEFAULT_CAMERA_NAMES),
               "the six cameras in model order; topics are /<name>/image_raw and /<name>/camera_info",

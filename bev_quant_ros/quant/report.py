@@ -139,9 +139,11 @@ def write_report(config: QuantConfig, out_dir: Path, drift_frames: int = 300, ev
     plot_drift(curves, out_dir / "drift.png")
     held_out = [record_sequence(config.model, SynthSpec(c, HELD_OUT_SEED + 1000 * i, eval_frames))
                 for i, c in enumerate(config.validation.conditions)]
-    nds = {"FP32": assess.nds_by_condition(assess.run_model(config.model, held_out, config.threads), held_out),
-           "INT8 (plan)": assess.nds_by_condition(assess.run_model(config.output, held_out, config.threads),
-                                                  held_out)}
+    models = {"FP32": config.model, "INT8 plan, TensorRT flavour": config.output}
+    if config.cpu_output is not None:
+        models["INT8 plan, CPU flavour"] = config.cpu_output
+    nds = {label: assess.nds_by_condition(assess.run_model(path, held_out, config.threads), held_out)
+           for label, path in models.items()}
     shift = condition_shift(stats)
     lines = [f"# Quantization report: `{config.model.name}` → `{config.output.name}`", "",
              f"FP32 model sha256 `{sha256(config.model)[:16]}…`; plan searched on sha256 "
@@ -150,11 +152,13 @@ def write_report(config: QuantConfig, out_dir: Path, drift_frames: int = 300, ev
              f"per condition. Regenerate: `bev-quant calibrate --config <config>` then "
              f"`bev-quant quant-report --config <config>`.", "",
              "## Per-condition NDS on held-out sets (seeds ≥ 100000)", "",
-             "| condition | " + " | ".join(nds) + " | Δ NDS points |", "|---|" + "---|" * (len(nds) + 1)]
+             "| condition | " + " | ".join(nds) + " | "
+             + " | ".join(f"Δ NDS points, {k.removeprefix('INT8 plan, ')}" for k in list(nds)[1:]) + " |",
+             "|---|" + "---|" * (2 * len(nds) - 1)]
     for condition in nds["FP32"]:
         values = [nds[k][condition]["NDS"] for k in nds]
-        lines.append(f"| {condition} | " + " | ".join(f"{v:.4f}" for v in values)
-                     + f" | {(values[1] - values[0]) * 100:+.2f} |")
+        lines.append(f"| {condition} | " + " | ".join(f"{v:.4f}" for v in values) + " | "
+                     + " | ".join(f"{(v - values[0]) * 100:+.2f}" for v in values[1:]) + " |")
     lines += ["", f"## Float nodes of the plan ({len(plan.float_nodes)})", ""]
     lines += [f"- `{f.node}` ({f.op_type}): {f.reason}" for f in plan.float_nodes] or ["- none"]
     lines += ["", "## Ranges and outliers", "",
