@@ -121,7 +121,10 @@ class BEVDetector(nn.Module):
         self.lidar_bev = nn.Sequential(conv_bn_relu(cfg.Cl, c // 2), conv_bn_relu(c // 2, c, stride=cfg.output_stride))
         self.fuse = conv_bn_relu(2 * c, c, kernel=1)
         self.register_buffer("warp_grid", base_grid(cfg.Ho, cfg.Wo), persistent=False)
-        self.temporal = nn.Conv2d(2 * c, 2 * c, 1)  # -> gate logits and value
+        # 3x3, not 1x1: comparing each cell with its neighbours in [current, warped previous] is
+        # what shows an object's displacement since the last frame (velocity); a 1x1 conv only
+        # sees both at the same cell and learnt no velocity (mAVE equal with and without state)
+        self.temporal = nn.Conv2d(2 * c, 2 * c, 3, padding=1)  # -> gate logits and value
         self.attention = PooledSelfAttention(c, net.attention_heads, net.attention_pool)
         self.head_trunk = conv_bn_relu(c, c)
         self.heatmap_head = nn.Sequential(conv_bn_relu(c, c), nn.Conv2d(c, cfg.K, 1))
