@@ -124,8 +124,11 @@ class BevPerceptionNode(Node):
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(cfg["diagnostics_period_s"], self._publish_diagnostics, clock=steady)
         self.create_timer(max(cfg["camera_timeout_s"] / 2.0, 0.01), self._poll_assembler, clock=steady)
-        self._workers = [threading.Thread(target=self._prepare_loop, name="bev_prepare", daemon=True),
-                         threading.Thread(target=self._inference_loop, name="bev_inference", daemon=True)]
+        self._workers = [
+            threading.Thread(target=self._serve, args=(self.slot, self._prepare_and_hand_over), name="bev_prepare",
+                             daemon=True),
+            threading.Thread(target=self._serve, args=(self.prepared_slot, self._infer_and_publish),
+                             name="bev_inference", daemon=True)]
         for worker in self._workers:
             worker.start()
         self.get_logger().info(
@@ -253,27 +256,23 @@ class BevPerceptionNode(Node):
         return response
 
     # ---- workers: prepare (convert + preprocess), then infer + publish ------------------------
-    def _prepare_loop(self) -> None:
-        while not self.slot.closed:
-            assembled = self.slot.take(timeout_s=0.5)
-            if assembled is None:
+    def _serve(self, slot: LatestSlot[Any], handle: Callable[[Any], None]) -> None:
+        """A worker's loop: handle the newest item of ``slot`` until the slot is closed."""
+        while not slot.closed:
+            item = slot.take(timeout_s=0.5)
+            if item is None:
                 continue
             try:
-                self.prepared_slot.put(self._prepare(assembled))
+                handle(item)
             except Exception as exc:  # keep the worker alive whatever one frame does
                 self._bad_input("pipeline", exc)
 
-    def _inference_loop(self) -> None:
-        while not self.prepared_slot.closed:
-            prepared = self.prepared_slot.take(timeout_s=0.5)
-            if prepared is None:
-                continue
-            try:
-                start = time.perf_counter()
-                result = self.pipeline.infer(prepared.frame)
-                self._publish(result, prepared, start)
-            except Exception as exc:  # keep the worker alive whatever one frame does
-                self._bad_input("pipeline", exc)
+    def _prepare_and_hand_over(self, assembled: AssembledFrame) -> None:
+        self.prepared_slot.put(self._prepare(assembled))
+
+    def _infer_and_publish(self, prepared: _Prepared) -> None:
+        start = time.perf_counter()
+        self._publish(self.pipeline.infer(prepared.frame), prepared, start)
 
     def _prepare(self, assembled: AssembledFrame) -> _Prepared:
         with self._lock:
