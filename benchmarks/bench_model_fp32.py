@@ -1,7 +1,7 @@
 """FP32 latency of the shipped BEV model under ONNX Runtime on this CPU (goal: <= 40 ms median).
 
 Run: PYTHONPATH=. .venv/bin/python benchmarks/bench_model_fp32.py [--model models/bev_tiny.onnx]
-     [--threads 2] [--out benchmarks/results/model_fp32.json]
+     [--threads 1] [--out benchmarks/results/model_fp32.json]
 Inputs are random but well-formed contract tensors (latency does not depend on values);
 two input sets alternate so no run reuses the previous run's cache state. Reports the
 median and p90 of single-frame session.run calls after a warm-up.
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", type=Path, default=ROOT / "models" / "bev_tiny.onnx")
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=1, help="the node's default intra_op_num_threads")
     parser.add_argument("--warmup", type=int, default=10)
     parser.add_argument("--repeats", type=int, default=60)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "model_fp32.json")
