@@ -63,7 +63,7 @@ def run(args: argparse.Namespace) -> int:
         if precision == "auto":
             precision = "int8" if _shipped("int8") else "fp32"
             if precision == "fp32":
-                print("demo: no shipped INT8 model (models/bev_tiny.int8.onnx); running FP32", flush=True)
+                print("demo: no shipped INT8 CPU model (models/bev_tiny.int8_cpu.onnx); running FP32", flush=True)
         model = default_model_path(precision)
         node_args = ["-p", f"model_path:={model}", "-p", f"precision:={precision}",
                      "-p", "qos_reliability:=reliable", "-p", "image_transport:=compressed"]
