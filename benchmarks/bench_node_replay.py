@@ -24,7 +24,8 @@ from bev_quant_ros.resources import default_model_path
 from bev_quant_ros.tools.demo import ensure_bag
 
 CONFIGURATIONS = {  # name -> (precision, extra node parameters, replay rate)
-    "int8_30hz": ("int8", [], 1.0),
+    "int8_30hz": ("int8", [], 1.0),  # frame_queue_depth 1 (default): newest frame only
+    "int8_30hz_queue2": ("int8", ["-p", "frame_queue_depth:=2"], 1.0),  # absorbs one frame of jitter
     "fp32_30hz": ("fp32", [], 1.0),
     "int8_15hz": ("int8", [], 0.5),
     "fp32_10hz": ("fp32", [], 1 / 3),

@@ -101,8 +101,8 @@ class BevPerceptionNode(Node):
             camera_timeout_s=cfg["camera_timeout_s"], max_lidar_age_s=cfg["max_lidar_age_s"])
         self.poses = PoseBuffer()
         self.stats = RuntimeStats(STAGES)
-        self.slot: LatestSlot[AssembledFrame] = LatestSlot()
-        self.prepared_slot: LatestSlot[_Prepared] = LatestSlot()
+        self.slot: LatestSlot[AssembledFrame] = LatestSlot(cfg["frame_queue_depth"])
+        self.prepared_slot: LatestSlot[_Prepared] = LatestSlot(cfg["frame_queue_depth"])
         model_cfg = self.pipeline.model_config
         self._image_decoders = [ScaledImageDecoder(model_cfg.image_width, model_cfg.image_height)
                                 for _ in cfg["camera_names"]]

@@ -90,6 +90,10 @@ NODE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("max_ego_yaw_rate_rps", 3.0, "a pose step implying a higher yaw rate resets the state",
               min_value=0.1, max_value=20.0),
     ParamSpec("score_threshold", 0.3, "minimum detection score published", min_value=0.001, max_value=1.0),
+    ParamSpec("frame_queue_depth", 1, "frames each worker stage may hold before the oldest is dropped "
+              "(latest wins); 1 keeps only the newest frame (lowest latency), 2 absorbs one frame of "
+              "delivery jitter (fewer drops, up to a frame more latency)",
+              min_value=1, max_value=4),
     ParamSpec("max_detections", 100, "most detections published per frame", min_value=1, max_value=1000),
     ParamSpec("publish_markers", True, "also publish ~/markers (visualization_msgs/MarkerArray)"),
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics messages",

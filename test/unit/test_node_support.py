@@ -22,6 +22,19 @@ def test_latest_slot_keeps_newest_and_counts_drops():
     assert slot.take(0.01) is None  # empty: times out
 
 
+def test_slot_of_capacity_two_keeps_the_two_newest_in_order():
+    slot: LatestSlot[int] = LatestSlot(capacity=2)
+    for i in range(5):
+        slot.put(i)
+    assert [slot.take(0.1), slot.take(0.1), slot.take(0.01)] == [3, 4, None]
+    assert (slot.accepted, slot.dropped) == (5, 3)
+    slot.put(5)
+    slot.put(6)  # a burst of two within capacity: nothing dropped
+    assert [slot.take(0.1), slot.take(0.1)] == [5, 6] and slot.dropped == 3
+    with pytest.raises(ValueError, match="capacity"):
+        LatestSlot(capacity=0)
+
+
 def test_latest_slot_close_wakes_a_waiting_worker():
     slot: LatestSlot[int] = LatestSlot()
     results = []
