@@ -257,7 +257,7 @@ class BevPerceptionNode(Node):
 
     # ---- workers: prepare (convert + preprocess), then infer + publish ------------------------
     def _serve(self, slot: LatestSlot[Any], handle: Callable[[Any], None]) -> None:
-        """A worker's loop: handle the newest item of ``slot`` until the slot is closed."""
+        """A worker's loop: handle the items of ``slot`` (bounded, latest wins) until it is closed."""
         while not slot.closed:
             item = slot.take(timeout_s=0.5)
             if item is None:
