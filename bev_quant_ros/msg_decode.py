@@ -78,7 +78,7 @@ class ScaledImageDecoder:
 
     def decode(self, msg: Any) -> np.ndarray:
         image = compressed_to_rgb(msg, self.reduction)
-        if image.shape[1] < self.min_width or image.shape[0] < self.min_height:
+        if self.reduction > 1 and (image.shape[1] < self.min_width or image.shape[0] < self.min_height):
             self.reduction = 1  # the camera's resolution dropped: decode again at full size
             image = compressed_to_rgb(msg)
         full_width, full_height = image.shape[1] * self.reduction, image.shape[0] * self.reduction
