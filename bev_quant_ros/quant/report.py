@@ -39,6 +39,14 @@ def _short(name: str) -> str:
     return name.replace("/detector/", "").replace("_output_0", "")
 
 
+def _save(fig: Any, path: Path) -> Path:
+    """Write a report figure (small PNG: the report is committed) and free it."""
+    fig.tight_layout()
+    fig.savefig(path, dpi=70)
+    plt.close(fig)
+    return path
+
+
 def plot_histograms(stats: Mapping, thresholds: Mapping[str, Mapping[str, float]], tensors: Sequence[str],
                     path: Path) -> Path:
     """|x| histograms (log counts) with each method's clip point."""
@@ -55,10 +63,7 @@ def plot_histograms(stats: Mapping, thresholds: Mapping[str, Mapping[str, float]
         ax.set_title(_short(tensor), fontsize=9)
         ax.legend(fontsize=7)
     axes[-1, 0].set_xlabel("|x|")
-    fig.tight_layout()
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_sensitivity(rows: Sequence[NodeSensitivity], path: Path, top: int = 20) -> Path:
@@ -71,10 +76,7 @@ def plot_sensitivity(rows: Sequence[NodeSensitivity], path: Path, top: int = 20)
     ax.invert_yaxis()
     ax.set_xlabel("head output error vs FP32 (relative L2)")
     ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_drift(curves: Mapping[str, DriftCurve], path: Path) -> Path:
@@ -87,10 +89,7 @@ def plot_drift(curves: Mapping[str, DriftCurve], path: Path) -> Path:
     for ax in axes:
         ax.set_xlabel("frame")
         ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=70)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def _load(work: Path) -> tuple[Any, dict, list[NodeSensitivity], dict]:
