@@ -104,8 +104,9 @@ class BevPerceptionNode(Node):
         self.slot: LatestSlot[AssembledFrame] = LatestSlot(cfg["frame_queue_depth"])
         self.prepared_slot: LatestSlot[_Prepared] = LatestSlot(cfg["frame_queue_depth"])
         model_cfg = self.pipeline.model_config
-        self._image_decoders = [ScaledImageDecoder(model_cfg.image_width, model_cfg.image_height)
-                                for _ in cfg["camera_names"]]
+        self._image_decoders = [ScaledImageDecoder(model_cfg.image_width, model_cfg.image_height,
+                                                   camera.width, camera.height)
+                                for camera in self.pipeline.rig.cameras]
         self._lock = threading.Lock()  # assembler, poses and pending rig: executor vs worker
         self._pending_rig = None
         self._last_result: PipelineResult | None = None

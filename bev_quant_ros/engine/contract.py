@@ -19,6 +19,9 @@ CONTRACT_INPUTS: dict[str, tuple[str | int, ...]] = {
     "ego_motion": (2, 3),
     "prev_valid": (1,),
 }
+# inputs whose values are bounded by definition: images are uint8 pixel values passed as float
+# (the graph normalises them), so quantization ranges derived from them need no calibration
+INPUT_VALUE_RANGES: dict[str, tuple[float, float]] = {"images": (0.0, 255.0)}
 CONTRACT_OUTPUTS: dict[str, tuple[str | int, ...]] = {
     "heatmap": ("K", "Ho", "Wo"),
     "box_reg": ("R", "Ho", "Wo"),

@@ -2,8 +2,12 @@
 
 The node runs as its own process with ``use_sim_time`` so its clock follows the
 player's ``/clock``: ``~/debug/pipeline_latency_ms`` then measures camera stamp to
-publish in bag time, reported here in wall time (divided by the replay rate). This module collects the node's outputs
-and diagnostics, and scores the detections against the bag's ground truth.
+publish in bag time, reported here in wall time (divided by the replay rate); it moves
+in steps of the /clock updates. ``end_to_end_latency_ms`` is measured in wall time
+instead: from when the player was due to send the frame's messages (bag time = header
+stamp, as in the synthetic bags) to when its detections reached this process. This
+module collects the node's outputs and diagnostics, and scores the detections
+against the bag's ground truth.
 It is a ROS-side tool (imports rclpy), like the replay player it drives.
 """
 
@@ -36,7 +40,8 @@ class LiveReport:
     camera_frames: int
     detection_messages: int
     output_span_s: float  # first to last detection message received
-    pipeline_latency_ms: list[float] = field(default_factory=list)
+    pipeline_latency_ms: list[float] = field(default_factory=list)  # the node's own, on the /clock
+    end_to_end_latency_ms: list[float] = field(default_factory=list)  # frame due -> detections received
     processing_time_ms: list[float] = field(default_factory=list)
     detections_per_frame: list[int] = field(default_factory=list)
     diagnostics: dict[str, str] = field(default_factory=dict)
@@ -59,6 +64,7 @@ class LiveReport:
             "output_rate_hz": (self.detection_messages - 1) / self.output_span_s if self.output_span_s > 0 else 0.0,
             "output_span_s": self.output_span_s,
             "pipeline_latency_ms": pct(self.pipeline_latency_ms),
+            "end_to_end_latency_ms": pct(self.end_to_end_latency_ms),
             "processing_time_ms": pct(self.processing_time_ms),
             "stage_p50_ms": {stage: float(self.diagnostics.get(f"latency_ms.{stage}.p50", "nan"))
                              for stage in ("convert", "preprocess", "engine", "decode", "processing")},
@@ -95,12 +101,12 @@ def run_live(bag_dir: str | Path, node_args: Sequence[str], rate: float = 1.0,
     rclpy.init()
     listener = rclpy.create_node("bev_quant_live_eval")
     detections: dict[int, Any] = {}
-    received_at: list[float] = []
+    received_at: dict[int, float] = {}  # stamp -> monotonic time its detections arrived
     latency, processing, diagnostics = [], [], {}
     reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
     listener.create_subscription(Detection3DArray, f"/{NODE_NAME}/detections",
-                                 lambda m: (detections.__setitem__(stamp_to_ns(m.header.stamp), m),
-                                            received_at.append(time.monotonic())), reliable)
+                                 lambda m: (received_at.__setitem__(stamp_to_ns(m.header.stamp), time.monotonic()),
+                                            detections.__setitem__(stamp_to_ns(m.header.stamp), m)), reliable)
     listener.create_subscription(Float64, f"/{NODE_NAME}/debug/pipeline_latency_ms",  # bag time -> wall time
                                  lambda m: latency.append(m.data / rate), reliable)
     listener.create_subscription(Float64, f"/{NODE_NAME}/debug/processing_time_ms",
@@ -124,7 +130,7 @@ def run_live(bag_dir: str | Path, node_args: Sequence[str], rate: float = 1.0,
             time.sleep(0.1)  # (its timers run on /clock, so no diagnostics before the replay)
         if not listener.count_publishers(detections_topic):
             raise RuntimeError(f"{NODE_EXECUTABLE} did not come up (exit code {process.poll()})")
-        player.play(listener)
+        playback = player.play(listener)
         time.sleep(1.5)  # last frames and one more diagnostics report
     finally:
         spinning.set()
@@ -137,8 +143,10 @@ def run_live(bag_dir: str | Path, node_args: Sequence[str], rate: float = 1.0,
     stamps = sorted(ground_truth)
     predictions = [detection_array_to_boxes(detections[s], with_scores=True) for s in stamps if s in detections]
     truths = [ground_truth[s] for s in stamps if s in detections]
-    span_s = received_at[-1] - received_at[0] if len(received_at) > 1 else 0.0
-    report = LiveReport(len(stamps), len(detections), span_s, latency, processing,
+    arrivals = sorted(received_at.values())
+    span_s = arrivals[-1] - arrivals[0] if len(arrivals) > 1 else 0.0
+    end_to_end = [1e3 * (arrived - playback.first_pass.deadline_s(stamp)) for stamp, arrived in received_at.items()]
+    report = LiveReport(len(stamps), len(detections), span_s, latency, end_to_end, processing,
                         [len(p) for p in predictions], dict(diagnostics), node_exit_code=code)
     if predictions:
         report.metrics = evaluate_detections(predictions, truths).to_json()

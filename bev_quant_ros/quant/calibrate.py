@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bev_quant_ros.engine.contract import INPUT_VALUE_RANGES
+from bev_quant_ros.quant.bounded import bounded_tensor_ranges
 from bev_quant_ros.quant.calib_data import (ConditionStats, RecordedSequence, collect_activation_stats,
                                             merge_conditions, record_set)
 from bev_quant_ros.quant.config import AUTO_METHOD, QuantConfig
@@ -31,7 +33,8 @@ STATS_FILE, THRESHOLDS_FILE, SENSITIVITY_FILE, SEARCH_FILE = ("stats.pkl", "thre
 
 @dataclass
 class Calibration:
-    """Statistics of the calibration set and the thresholds of every method."""
+    """Statistics of the calibration set and the thresholds of every method (tensors with an exact
+    range, from a bounded input, get it in every method and in ``observed``)."""
 
     stats: ConditionStats
     thresholds: dict[str, dict[str, float]]  # method -> tensor -> clip point
@@ -45,7 +48,13 @@ def calibrate_ranges(config: QuantConfig, sequences: list[RecordedSequence] | No
     stats = collect_activation_stats(model, sequences, calibration_tensors(model, config.op_types), config.bins)
     merged = merge_conditions(stats)
     thresholds = {m: compute_thresholds(merged, m, config.percentile) for m in METHODS}
-    return Calibration(stats, thresholds, {name: (s.minimum, s.maximum) for name, s in merged.items()})
+    observed = {name: (s.minimum, s.maximum) for name, s in merged.items()}
+    # the normalised image's range is known exactly: no method may clip it (quant/bounded.py)
+    exact = {name: r for name, r in bounded_tensor_ranges(model, INPUT_VALUE_RANGES).items() if name in observed}
+    observed.update(exact)
+    for per_tensor in thresholds.values():
+        per_tensor.update({name: max(-low, high) for name, (low, high) in exact.items()})
+    return Calibration(stats, thresholds, observed)
 
 
 def truncated(sequences: list[RecordedSequence], frames: int) -> list[RecordedSequence]:

@@ -111,6 +111,8 @@ class PlaybackSummary:
     clock_messages: int
     wall_duration_s: float
     interrupted: bool
+    # bag time -> monotonic wall time of the first pass: when a stamp was due to go out
+    first_pass: Timeline | None = None
 
     @property
     def total_messages(self) -> int:
@@ -136,6 +138,7 @@ class PlaybackStats:
     lateness_ms: list[float] = field(default_factory=list)
     clock_messages: int = 0
     passes: int = 0
+    first_pass: Timeline | None = None
 
     def count(self, topic: str) -> None:
         self.counts[topic] = self.counts.get(topic, 0) + 1
@@ -145,7 +148,7 @@ class PlaybackStats:
         p50, p95 = np.percentile(late, [50, 95])
         return PlaybackSummary(dict(self.counts), float(p50), float(p95), float(late.max()),
                                int(np.count_nonzero(late > LATE_THRESHOLD_MS)), self.passes,
-                               self.clock_messages, wall_duration_s, interrupted)
+                               self.clock_messages, wall_duration_s, interrupted, self.first_pass)
 
 
 class _ClockTicker:
@@ -197,6 +200,7 @@ def play_records(records: Callable[[], Iterable[Record]], sink: Sink, config: Pl
         for record in records():
             if timeline is None:
                 timeline = Timeline(record.stamp_ns, pass_start_s, config.rate)
+                stats.first_pass = stats.first_pass or timeline
                 first_ns = record.stamp_ns
                 clock.start_pass(pass_start_s)
             if _wait_until(timeline.deadline_s(record.stamp_ns), timeline, clock, waiter):

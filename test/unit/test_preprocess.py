@@ -129,3 +129,13 @@ def test_prepare_images_resizes_to_model_input():
     np.testing.assert_array_equal(out[2, 0, :, :40], 200)
     np.testing.assert_array_equal(out[2, 0, :, 40:], 0)
     assert out[[0, 1, 3, 4, 5]].max() == 0
+
+
+def test_prepare_images_averages_when_shrinking_2x_and_interpolates_below():
+    small = dataclasses.replace(CFG, image_height=2, image_width=2)
+    stripes = np.zeros((6, 4, 4, 3), np.uint8)
+    stripes[:, :, 1::2] = 200  # columns alternate 0 / 200
+    np.testing.assert_array_equal(prepare_images(stripes, small), 100)  # area average of each 2x2 block
+    near = dataclasses.replace(CFG, image_height=3, image_width=3)  # 4 -> 3: bilinear between columns
+    out = prepare_images(stripes, near)[0, 0, 0]  # samples at x = 1/6, 3/2, 17/6 (area would give 50, 100, 150)
+    np.testing.assert_allclose(out, [200 / 6, 100, 200 * 5 / 6], atol=1.0)

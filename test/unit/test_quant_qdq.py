@@ -10,9 +10,12 @@ from onnx import numpy_helper
 
 from bev_quant_ros.engine.io_check import onnx_precision
 from bev_quant_ros.errors import CalibrationError, ConfigError, ModelContractError, PrecisionPlanError
+from bev_quant_ros.model_config import model_config_for_onnx
 from bev_quant_ros.quant import assess
 from bev_quant_ros.quant.calib_data import (RecordedSequence, SequenceSetSpec, collect_activation_stats,
                                             merge_conditions, record_set)
+from bev_quant_ros.quant.calibrate import calibrate_ranges
+from bev_quant_ros.quant.config import QuantConfig
 from bev_quant_ros.quant.drift import drift_curve, state_path_nodes
 from bev_quant_ros.quant.plan import FloatNode, PrecisionPlan, apply_plan, read_plan, search_plan, write_plan
 from bev_quant_ros.quant.qdq import (CPU, TENSORRT, activation_ranges, calibration_tensors, load_checked, tensorrt_style,
@@ -42,6 +45,24 @@ def test_sequences_carry_resets_and_per_condition_stats(calibrated):
     image = next(t for t in thresholds if t.endswith("image_encoder/Mul_output_0"))  # normalised pixels
     assert stats["night"][image].mean < stats["day"][image].mean - 0.3  # night is darker: ranges differ
     assert all(t > 0 for t in thresholds.values())
+
+
+def test_calibration_never_clips_the_normalised_image(calibrated, tiny_model_path, tmp_path):
+    sequences, _, _ = calibrated
+    spec = SequenceSetSpec(("day", "night"), 1, 3, 50_000)
+    config = QuantConfig(model=tiny_model_path, output=tmp_path / "int8.onnx", plan=tmp_path / "plan.yaml",
+                         work_dir=tmp_path, method="mse", percentile=99.0, bins=2048, calibration=spec,
+                         validation=spec, sensitivity_frames=3, budget_nds=0.005, search_budget_nds=0.0025)
+    calibration = calibrate_ranges(config, sequences)
+    image = next(t for t in calibration.observed if t.endswith("image_encoder/Mul_output_0"))
+    cfg = model_config_for_onnx(tiny_model_path)
+    mean, std = np.array(cfg.image_mean), np.array(cfg.image_std)
+    low, high = float(np.min(-mean / std)), float(np.max((255.0 - mean) / std))
+    assert calibration.observed[image] == pytest.approx((low, high), rel=1e-5)  # exact, not the data's
+    seen = calibration.stats["day"][image].merged(calibration.stats["night"][image])
+    assert seen.maximum < high  # synthetic frames never reach full white in the brightest channel
+    for method, thresholds in calibration.thresholds.items():
+        assert thresholds[image] == pytest.approx(max(-low, high), rel=1e-5), method  # no method clips it
 
 
 def test_seed_bands_are_enforced():

@@ -64,6 +64,9 @@ def test_deadlines_follow_stamps_and_rate_two_halves_the_spacing():
         assert summary.counts == {"/a": 4} and summary.lateness_max_ms == 0.0
     assert publish_times(sinks[1.0]) == pytest.approx([0.0, 0.1, 0.15, 0.4])
     assert publish_times(sinks[2.0]) == pytest.approx([0.0, 0.05, 0.075, 0.2])
+    # the summary tells when each stamp was due (what a latency measured in wall time starts from)
+    first_sent = sinks[2.0].messages[0][0]
+    assert summary.first_pass.deadline_s(T0 + 400 * MS) == pytest.approx(first_sent + 0.2)
 
 
 def test_timeline_maps_both_ways():

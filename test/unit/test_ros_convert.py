@@ -90,6 +90,16 @@ def test_scaled_decoder_learns_the_largest_reduction_that_covers_the_model_input
     assert decoder.decode(_jpeg(cv2.resize(smooth, (352, 192)))).shape == (96, 176, 3)
 
 
+def test_scaled_decoder_starts_from_the_expected_camera_size():
+    smooth = cv2.resize(RGB, (800, 448), interpolation=cv2.INTER_CUBIC)
+    decoder = ScaledImageDecoder(min_width=176, min_height=96, expected_width=800, expected_height=448)
+    assert decoder.decode(_jpeg(smooth)).shape == (112, 200, 3)  # the first frame is not decoded at full size
+    # a camera smaller than the rig says is still decoded large enough for the model input
+    small = ScaledImageDecoder(min_width=176, min_height=96, expected_width=800, expected_height=448)
+    assert small.decode(_jpeg(cv2.resize(smooth, (352, 192)))).shape == (192, 352, 3)
+    assert small.reduction == 2
+
+
 def test_scaled_decoder_never_shrinks_below_the_model_input():
     decoder = ScaledImageDecoder(min_width=176, min_height=96)
     for _ in range(2):
