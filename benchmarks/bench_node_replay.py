@@ -1,7 +1,8 @@
 """Real-time replay of the demo bag into bev_perception_node: rate, drops, latency, node cost.
 
 Goals (issue 7): output >= 29 Hz for 30 Hz cameras, >= 99 % of frames processed,
-camera stamp -> publish p95 <= 66 ms, node cost over the bare engine <= 25 % of engine time.
+camera stamp -> publish p95 <= 66 ms (measured end to end in wall time, see live.py),
+node cost over the bare engine <= 25 % of engine time.
 Runs each configuration once on the same bag in one invocation, so they are comparable
 on this shared machine; the machine load is recorded with the result. The player, the
 node and the listener share the two cores, so slower replay rates show which camera rate
@@ -49,13 +50,15 @@ def main() -> None:
                      "-p", "qos_reliability:=reliable", "-p", "image_transport:=compressed", *extra]
         results[name] = {"replay_rate": rate, "camera_hz": 30.0 * rate, **run_live(bag, node_args, rate=rate).to_json()}
         print(name, json.dumps({k: results[name][k] for k in (
-            "output_rate_hz", "frames_processed_pct", "pipeline_latency_ms", "stage_p50_ms",
-            "node_added_cost_pct_of_engine")}), flush=True)
+            "output_rate_hz", "frames_processed_pct", "end_to_end_latency_ms", "pipeline_latency_ms",
+            "stage_p50_ms", "node_added_cost_pct_of_engine")}), flush=True)
     report = {
         "benchmark": "bag replay (BagPlayer, rate 1) -> bev_perception_node process -> detections",
         "bag": str(bag), "frames": args.frames, "bag_camera_hz": 30.0,
         "goals": {"output_rate_hz": ">= 29", "frames_processed_pct": ">= 99",
-                  "pipeline_latency_p95_ms": "<= 66", "node_added_cost_pct_of_engine": "<= 25"},
+                  "end_to_end_latency_p95_ms": "<= 66", "node_added_cost_pct_of_engine": "<= 25"},
+        "latency_note": "end_to_end: wall time from the frame's scheduled send to its detections arriving "
+                        "in the listener; pipeline: the node's own (publish on the replayed /clock - stamp)",
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                     "load_average_1m_at_end": os.getloadavg()[0]},
         "results": results,

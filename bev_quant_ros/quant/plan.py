@@ -142,17 +142,31 @@ def search_plan(model_path: str | Path, thresholds: Mapping[str, float], sensiti
     return chosen, steps, fp32
 
 
+def _step_without(node: str, chosen: Sequence[str], steps: Sequence[SearchStep]) -> SearchStep | None:
+    """The measured set closest to the plan minus ``node``: exactly that set, else the smallest
+    measured superset of it without ``node`` (its prune trial, when later trials pruned others)."""
+    rest = set(chosen) - {node}
+    candidates = [st for st in steps if node not in st.float_nodes and rest <= set(st.float_nodes)]
+    return min(reversed(candidates), key=lambda st: len(st.float_nodes), default=None)
+
+
 def float_reasons(chosen: Sequence[str], sensitivity: Sequence[NodeSensitivity],
                   steps: Sequence[SearchStep]) -> list[FloatNode]:
-    """One line per float node: its measured sensitivity and what dropping it from the set costs."""
+    """One line per float node: its measured sensitivity and what returning it to int8 cost.
+
+    A prune trial that failed with more nodes float fails a fortiori with fewer, so when the
+    exact plan-minus-node set was never measured its superset trial is quoted, saying so."""
     by_name = {s.node: s for s in sensitivity}
     final = next((s for s in reversed(steps) if sorted(s.float_nodes) == sorted(chosen)), None)
     result = []
     for node in chosen:
         s = by_name[node]
-        without = next((st for st in reversed(steps) if sorted(st.float_nodes) == sorted(set(chosen) - {node})), None)
-        cost = (f"; returning it to int8 gives worst-condition NDS drop {without.worst_drop * 100:.2f} points"
-                if without is not None else "")
+        without = _step_without(node, chosen, steps)
+        cost = ""
+        if without is not None:
+            extra = len(without.float_nodes) - (len(chosen) - 1)
+            cost = (f"; returning it to int8 gives worst-condition NDS drop {without.worst_drop * 100:.2f} points"
+                    + (f" (measured with {extra} more node(s) float)" if extra else ""))
         kept = f" (plan: {final.worst_drop * 100:.2f})" if final is not None else ""
         result.append(FloatNode(node, s.op_type,
                                 f"output error vs FP32 all-INT8 {s.all_int8_error:.4f} -> {s.all_but_this_error:.4f} "
