@@ -104,9 +104,12 @@ def run_live(bag_dir: str | Path, node_args: Sequence[str], rate: float = 1.0,
     received_at: dict[int, float] = {}  # stamp -> monotonic time its detections arrived
     latency, processing, diagnostics = [], [], {}
     reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-    listener.create_subscription(Detection3DArray, f"/{NODE_NAME}/detections",
-                                 lambda m: (received_at.__setitem__(stamp_to_ns(m.header.stamp), time.monotonic()),
-                                            detections.__setitem__(stamp_to_ns(m.header.stamp), m)), reliable)
+
+    def on_detections(msg: Detection3DArray) -> None:
+        stamp = stamp_to_ns(msg.header.stamp)
+        received_at[stamp], detections[stamp] = time.monotonic(), msg
+
+    listener.create_subscription(Detection3DArray, f"/{NODE_NAME}/detections", on_detections, reliable)
     listener.create_subscription(Float64, f"/{NODE_NAME}/debug/pipeline_latency_ms",  # bag time -> wall time
                                  lambda m: latency.append(m.data / rate), reliable)
     listener.create_subscription(Float64, f"/{NODE_NAME}/debug/processing_time_ms",
