@@ -197,11 +197,8 @@ def test_plan_search_keeps_ranked_nodes_only_while_the_budget_is_missed(calibrat
     ranked = [NodeSensitivity(softmax, "Softmax", 0.3, 0.1, 0.2), NodeSensitivity(conv, "Conv", 0.1, 0.2, 0.2),
               NodeSensitivity("/unused", "Add", 0.0, 0.2, 0.2)]  # no damage: never a candidate
     chosen, steps, fp32 = search_plan(tiny_model_path, thresholds, ranked, sequences, budget_nds=1.0)
-    assert chosen == [] and set(fp32) == {"day", "night", "all"}
-    # all-INT8, then each damaging candidate alone float (its NDS gain ranks it); "/unused" never
-    assert [s.float_nodes for s in steps] == [[], [softmax], [conv]]
+    assert chosen == [] and len(steps) == 1 and set(fp32) == {"day", "night", "all"}
     chosen, steps, _ = search_plan(tiny_model_path, thresholds, ranked, sequences, budget_nds=-1.0)
-    gain = {s.float_nodes[0]: s.nds["all"]["NDS"] for s in steps if len(s.float_nodes) == 1}
-    assert chosen == sorted([softmax, conv], key=gain.get, reverse=True)  # unreachable budget: all, by gain
-    # then both together; the prune trials are the singles, measured once already
-    assert [len(s.float_nodes) for s in steps] == [0, 1, 1, 2]
+    assert chosen == [softmax, conv]  # an unreachable budget keeps every damaging node, in rank order
+    # greedy adds, then tries each removal; removing the last one gives a set measured already
+    assert [s.float_nodes for s in steps] == [[], [softmax], [softmax, conv], [conv]]
