@@ -3,7 +3,8 @@
 One command rebuilds the shipped INT8 model from the config; intermediate results
 (per-condition statistics, thresholds per method, sensitivity, search log) go to
 the config's work_dir for `bev-quant quant-report`. With an existing plan
-(`plan_path`) the search is skipped and the plan is applied as written.
+(`plan_path`) the search is skipped and the plan is applied as written, or, refining,
+only the search's prune pass runs on the plan's float nodes.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from bev_quant_ros.engine.contract import INPUT_VALUE_RANGES
+from bev_quant_ros.errors import ConfigError
 from bev_quant_ros.quant.bounded import bounded_tensor_ranges
 from bev_quant_ros.quant.calib_data import (ConditionStats, RecordedSequence, collect_activation_stats,
                                             merge_conditions, record_set)
@@ -74,15 +76,20 @@ def run_sensitivity(config: QuantConfig, calibration: Calibration, proxy_set: li
     return method, errors, sensitivity
 
 
-def run_calibration(config: QuantConfig, plan_path: Path | None = None) -> PrecisionPlan:
-    """The whole `calibrate` command (module docstring); returns the plan that was applied."""
+def run_calibration(config: QuantConfig, plan_path: Path | None = None, refine: bool = False) -> PrecisionPlan:
+    """The whole `calibrate` command (module docstring); returns the plan that was applied.
+
+    ``refine``: instead of applying ``plan_path`` as written, try to return each of its float
+    nodes to INT8 under the new calibration (the search's prune pass)."""
+    if refine and plan_path is None:
+        raise ConfigError("refining needs the plan to refine (--plan)")
     work = config.work_dir
     work.mkdir(parents=True, exist_ok=True)
     LOG.info("calibration set %s", config.calibration)
     calibration = calibrate_ranges(config)
     (work / STATS_FILE).write_bytes(pickle.dumps(calibration.stats))
     (work / THRESHOLDS_FILE).write_text(json.dumps(calibration.thresholds, indent=1))
-    if plan_path is not None:
+    if plan_path is not None and not refine:
         plan = read_plan(plan_path)
         if plan.model_sha256 and plan.model_sha256 != sha256(config.model):
             LOG.warning("plan %s was searched on another %s (sha256 differs): its float nodes exist but "
@@ -95,8 +102,9 @@ def run_calibration(config: QuantConfig, plan_path: Path | None = None) -> Preci
                                                                                  config.sensitivity_frames))
     thresholds = calibration.thresholds[method]
     (work / SENSITIVITY_FILE).write_text(json.dumps([s.to_dict() for s in sensitivity], indent=1))
+    start = read_plan(plan_path).node_names() if refine else None
     chosen, steps, fp32 = search_plan(config.model, thresholds, sensitivity, validation, config.search_budget_nds,
-                                      config.op_types, config.threads)
+                                      config.op_types, config.threads, start=start)
     (work / SEARCH_FILE).write_text(json.dumps({"method_errors": errors, "method": method, "fp32": fp32,
                                                 "steps": [s.__dict__ for s in steps]}, indent=1))
     final = next(s for s in reversed(steps) if sorted(s.float_nodes) == sorted(chosen))

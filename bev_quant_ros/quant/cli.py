@@ -13,6 +13,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "calibrate", help="calibrate, search the precision plan and write the INT8 Q/DQ model")
     calibrate.add_argument("--config", required=True, help="e.g. config/quant_bev_tiny.yaml")
     calibrate.add_argument("--plan", help="apply this existing precision plan instead of searching one")
+    calibrate.add_argument("--refine", action="store_true",
+                           help="with --plan: try to return each of its float nodes to INT8 under this calibration "
+                                "(the search's prune pass) and write the result as the config's plan")
     calibrate.set_defaults(func=_calibrate)
     sensitivity = subparsers.add_parser("sensitivity", help="per-node sensitivity table (output error vs FP32)")
     sensitivity.add_argument("--config", required=True)
@@ -38,7 +41,7 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     _logging()
     config = load_quant_config(args.config)
-    plan = run_calibration(config, Path(args.plan) if args.plan else None)
+    plan = run_calibration(config, Path(args.plan) if args.plan else None, refine=args.refine)
     print(f"wrote {config.output} ({config.output.stat().st_size / 1e6:.2f} MB), plan {config.plan}: "
           f"{len(plan.float_nodes)} float node(s): {plan.node_names()}")
     print(json.dumps(plan.measured, indent=1))

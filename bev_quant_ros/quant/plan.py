@@ -5,6 +5,8 @@ the budget, keep the next most sensitive node (sensitivity order) float; then tr
 to return each kept node to INT8 and keep it INT8 when the budget still holds.
 (Ranking by the NDS gain of each node alone float was tried: those gains are within
 the noise of the validation set, and the search it led reached a worse plan.)
+Refining an existing plan (``start``: after a calibration change, such as exact input
+ranges) skips the greedy phase and runs the prune pass on its float nodes.
 The result is a human-readable YAML (`models/<name>.precision.yaml`) with the reason
 for every float node; `apply_plan` rebuilds the same Q/DQ model from it.
 """
@@ -116,8 +118,12 @@ class SearchStep:
 def search_plan(model_path: str | Path, thresholds: Mapping[str, float], sensitivity: Sequence[NodeSensitivity],
                 validation: Sequence[RecordedSequence], budget_nds: float = 0.005,
                 op_types: Sequence[str] = DEFAULT_OP_TYPES, threads: int = 1,
-                max_float_nodes: int = 16) -> tuple[list[str], list[SearchStep], dict[str, dict[str, float]]]:
-    """Greedy search (module docstring); returns (float nodes, every set measured once, FP32 NDS)."""
+                max_float_nodes: int = 16, start: Sequence[str] | None = None
+                ) -> tuple[list[str], list[SearchStep], dict[str, dict[str, float]]]:
+    """Greedy search, or with ``start`` the prune pass over those float nodes (module docstring);
+    returns (float nodes, every set measured once, FP32 NDS)."""
+    if start is not None:
+        check_nodes_exist(load_checked(model_path), start, "plan to refine")
     fp32 = assess.nds_by_condition(assess.run_model(model_path, validation, threads), validation)
     measured: dict[frozenset[str], SearchStep] = {}
     with tempfile.TemporaryDirectory(prefix="bev_quant_plan.") as tmp:
@@ -130,14 +136,18 @@ def search_plan(model_path: str | Path, thresholds: Mapping[str, float], sensiti
                 LOG.info("plan: %d float node(s), worst NDS drop %.4f", len(float_nodes), measured[key].worst_drop)
             return measured[key]
 
-        ranked = [s.node for s in sensitivity if s.damage > 0][:max_float_nodes]
         chosen: list[str] = []
         current = measure(chosen)
-        for node in ranked:
-            if current.worst_drop <= budget_nds:
-                break
-            chosen.append(node)
-            current = measure(chosen)
+        if start is None:
+            for node in [s.node for s in sensitivity if s.damage > 0][:max_float_nodes]:
+                if current.worst_drop <= budget_nds:
+                    break
+                chosen.append(node)
+                current = measure(chosen)
+        else:  # most sensitive first, so the prune below tries the least sensitive first
+            rank = {s.node: index for index, s in enumerate(sensitivity)}
+            chosen = sorted(start, key=lambda node: rank.get(node, -1))
+            measure(chosen)
         for node in list(reversed(chosen)):  # prune: least sensitive first
             trial = [n for n in chosen if n != node]
             if measure(trial).worst_drop <= budget_nds:

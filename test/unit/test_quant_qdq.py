@@ -202,3 +202,19 @@ def test_plan_search_keeps_ranked_nodes_only_while_the_budget_is_missed(calibrat
     assert chosen == [softmax, conv]  # an unreachable budget keeps every damaging node, in rank order
     # greedy adds, then tries each removal; removing the last one gives a set measured already
     assert [s.float_nodes for s in steps] == [[], [softmax], [softmax, conv], [conv]]
+
+
+def test_refining_a_plan_runs_the_prune_pass_on_its_nodes_only(calibrated, tiny_model_path):
+    sequences, _, thresholds = calibrated
+    nodes = candidate_nodes(tiny_model_path)
+    softmax, conv = (next(n for n, op in nodes if op == kind) for kind in ("Softmax", "Conv"))
+    ranked = [NodeSensitivity(softmax, "Softmax", 0.3, 0.1, 0.2), NodeSensitivity(conv, "Conv", 0.1, 0.2, 0.2)]
+    chosen, steps, _ = search_plan(tiny_model_path, thresholds, ranked, sequences, budget_nds=1.0,
+                                   start=[conv, softmax])
+    assert chosen == []  # a generous budget returns every node to int8
+    # all-INT8, the plan as given, then its least sensitive node first (no greedy additions)
+    assert [s.float_nodes for s in steps] == [[], [softmax, conv], [softmax]]
+    chosen, _, _ = search_plan(tiny_model_path, thresholds, ranked, sequences, budget_nds=-1.0, start=[conv])
+    assert chosen == [conv]
+    with pytest.raises(PrecisionPlanError, match="not in the model"):
+        search_plan(tiny_model_path, thresholds, ranked, sequences, start=["/no/such/node"])
