@@ -320,6 +320,12 @@ class BevPerceptionNode(Node):
         conversion, pipeline, building and publishing the detections), not counting the wait
         between the two workers."""
         frame_id = self.config["output_frame_id"]
+        # counted before it is visible: whoever sees the detections sees them in the diagnostics
+        self.stats.count("frames_processed")
+        if result.reset_reason is not None:
+            self.stats.count(f"resets.{result.reset_reason.value}")
+            self.get_logger().info(f"recurrent state reset: {result.reset_reason.value}")
+        self._last_result = result
         self.detections_pub.publish(boxes_to_detection_array(result.detections, result.stamp_ns, frame_id))
         latency_ms = (self.get_clock().now().nanoseconds - result.stamp_ns) / 1e6
         processing_ms = prepared.convert_ms + prepared.frame.preprocess_ms + (time.perf_counter() - start) * 1e3
@@ -334,11 +340,6 @@ class BevPerceptionNode(Node):
                              ("processing", processing_ms), ("pipeline_latency", latency_ms)):
             self.stats.add_latency(stage, value)
         self.stats.tick("output")
-        self.stats.count("frames_processed")
-        if result.reset_reason is not None:
-            self.stats.count(f"resets.{result.reset_reason.value}")
-            self.get_logger().info(f"recurrent state reset: {result.reset_reason.value}")
-        self._last_result = result
 
     def _bad_input(self, source: str, exc: Exception) -> None:
         """Count by cause and log at most once per LOG_THROTTLE_S per cause."""
