@@ -182,8 +182,8 @@ def write_report(config: QuantConfig, out_dir: Path, drift_frames: int = 300, ev
         last = curve.at(drift_frames)
         lines.append(f"| {label} | {curve.cosine[0]:.4f} | {last['cosine']:.4f} | {last['relative_error']:.4f} | "
                      f"{last['detection_f1']:.3f} |")
-    lines += ["", "## Plan search log", "", "All-INT8, the greedy additions in sensitivity order, then the prune "
-              "trials (each set measured once).", "",
+    lines += ["", "## Plan search log", "", "All-INT8, the greedy additions in sensitivity order (none when an "
+              "existing plan was refined), then the prune trials (each set measured once).", "",
               "| float nodes | worst per-condition NDS drop (points) | all-condition NDS |", "|---|---|---|"]
     lines += [f"| {len(step['float_nodes'])}"
               + (f" (`{_short(step['float_nodes'][0])}`)" if len(step["float_nodes"]) == 1 else "")
