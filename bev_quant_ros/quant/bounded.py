@@ -3,7 +3,7 @@
 The `images` input holds pixel values in [0, 255] (contract.py), and the graph's
 first ops only normalise them. Such a tensor's range is known before any data is
 seen, so calibration must not clip it: a clip there saturates bright or dark pixels
-of every frame (mse picked 2.20 for a tensor whose exact range is [-1.83, 2.38]),
+of every frame (mse picked 2.20 for a tensor whose exact range is [-1.83, 2.42]),
 while the exact range costs nothing. Found by interval arithmetic from the input
 through shape ops and elementwise ops with a constant operand; anything else ends it.
 """

@@ -167,8 +167,9 @@ def float_reasons(chosen: Sequence[str], sensitivity: Sequence[NodeSensitivity],
                   steps: Sequence[SearchStep]) -> list[FloatNode]:
     """One line per float node: its measured sensitivity and what returning it to int8 cost.
 
-    A prune trial that failed with more nodes float fails a fortiori with fewer, so when the
-    exact plan-minus-node set was never measured its superset trial is quoted, saying so."""
+    When the exact plan-minus-node set was never measured (a later prune trial removed
+    another node), its superset trial is quoted with how many more nodes were float in it:
+    evidence, not proof, since NDS is not monotone in the float set."""
     by_name = {s.node: s for s in sensitivity}
     by_set = {frozenset(st.float_nodes): st for st in steps}
     final = by_set.get(frozenset(chosen))
