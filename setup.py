@@ -39,7 +39,7 @@ setup(
     license="Apache-2.0",
     entry_points={
         "console_scripts": [
-            "bev_perception_node = bev_quant_ros.node:main",
+            "bev_perception_node = bev_quant_ros.ros.node:main",
             "bev-quant = bev_quant_ros.cli:main",
         ],
     },

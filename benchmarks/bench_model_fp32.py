@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
-from bev_quant_ros.model_config import example_inputs, model_config_for_onnx
+from bev_quant_ros.perception.model_config import example_inputs, model_config_for_onnx
 
 ROOT = Path(__file__).resolve().parents[1]
 

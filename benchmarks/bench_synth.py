@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bev_quant_ros.geometry import load_rig
+from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.sim.bag_writer import write_bag
 from bev_quant_ros.sim.conditions import CONDITIONS
 from bev_quant_ros.sim.frames import FrameGenerator, generate_frames

@@ -15,7 +15,7 @@ from typing import Sequence
 
 SUBCOMMAND_MODULES: tuple[str, ...] = (
     "bev_quant_ros.sim.cli",
-    "bev_quant_ros.tools.demo",
+    "bev_quant_ros.evaluation.demo",
     "bev_quant_ros.replay.cli",
     "bev_quant_ros.model.cli",
     "bev_quant_ros.engine.cli",

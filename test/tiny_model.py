@@ -7,7 +7,7 @@ and ONNX export, fast enough for unit tests.
 import dataclasses
 from pathlib import Path
 
-from bev_quant_ros.model_config import ModelConfig, NetworkConfig, load_model_config
+from bev_quant_ros.perception.model_config import ModelConfig, NetworkConfig, load_model_config
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "models" / "bev_tiny.yaml"
 

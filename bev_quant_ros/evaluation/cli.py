@@ -10,7 +10,7 @@ from pathlib import Path
 from bev_quant_ros.errors import BevQuantError
 from bev_quant_ros.evaluation.offline import run_pipeline
 from bev_quant_ros.evaluation.sources import frames_from_spec
-from bev_quant_ros.pipeline import BevPipeline
+from bev_quant_ros.perception.pipeline import BevPipeline
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:

@@ -88,7 +88,7 @@ def run_live(bag_dir: str | Path, node_args: Sequence[str], rate: float = 1.0,
     from std_msgs.msg import Float64
     from vision_msgs.msg import Detection3DArray
 
-    from bev_quant_ros.msg_decode import stamp_to_ns
+    from bev_quant_ros.ros.message_decoding import stamp_to_ns
     from bev_quant_ros.replay.ros_player import BagPlayer
 
     with Reader(Path(bag_dir)) as reader:  # replay only what the node subscribes to, so waiting for

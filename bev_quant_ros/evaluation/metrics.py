@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from bev_quant_ros.boxes import CLASS_NAMES, Boxes3D
+from bev_quant_ros.perception.boxes import CLASS_NAMES, Boxes3D
 from bev_quant_ros.errors import ConfigError, EvaluationInputError
 from bev_quant_ros.evaluation.matching import (TP_ERROR_NAMES, ClassBoxes, accumulate, calc_ap,
                                                calc_tp)

@@ -16,7 +16,7 @@ import torch
 from bev_quant_ros.engine.contract import CONTRACT_INPUTS, CONTRACT_OUTPUTS
 from bev_quant_ros.errors import ModelContractError
 from bev_quant_ros.model.network import BEVDetector, ContractWrapper
-from bev_quant_ros.model_config import ModelConfig, example_inputs
+from bev_quant_ros.perception.model_config import ModelConfig, example_inputs
 
 OPSET = 17
 MAX_ABS_DIFF = 1e-4
@@ -64,9 +64,9 @@ def check_contract(onnx_path: str | Path, cfg: ModelConfig) -> None:
 def real_inputs(cfg: ModelConfig, seed: int = 100_000, condition: str = "day", frame_index: int = 1) -> dict[str, np.ndarray]:
     """Contract inputs of a real synthetic frame (held-out seed); prev_bev is noise with
     prev_valid = 1 so the comparison also covers the warp of the recurrent state."""
-    from bev_quant_ros.geometry import load_rig
+    from bev_quant_ros.perception.geometry import load_rig
     from bev_quant_ros.model.dataset import frame_inputs
-    from bev_quant_ros.preprocess import camera_sampling_grid, ego_motion_affine
+    from bev_quant_ros.perception.preprocess import camera_sampling_grid, ego_motion_affine
     from bev_quant_ros.sim import generate_frames
 
     rig = load_rig()

@@ -15,7 +15,7 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys.store import Typestore
 
-from bev_quant_ros.bag_types import VISION_MSGS, make_header, typestore_with
+from bev_quant_ros.ros.bag_types import VISION_MSGS, make_header, typestore_with
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 START_NS = 1_700_000_000_000_000_000  # a plausible epoch stamp, far from zero

@@ -31,8 +31,8 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from bev_quant_ros.errors import ConfigError
-from bev_quant_ros.bag_types import make_header
-from bev_quant_ros.geometry import Rig, matrix_to_translation_quaternion
+from bev_quant_ros.ros.bag_types import make_header
+from bev_quant_ros.perception.geometry import Rig, matrix_to_translation_quaternion
 from bev_quant_ros.sim.frames import SimFrame
 from bev_quant_ros.sim.ground_truth import DETECTION3D_ARRAY, GT_TOPIC, boxes_to_detection_array, make_typestore
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bev_quant_ros.boxes import CLASS_NAMES
+from bev_quant_ros.perception.boxes import CLASS_NAMES
 
 CLUTTER_NAMES: tuple[str, ...] = ("building", "tree", "lamp_post")
 KIND_NAMES: tuple[str, ...] = CLASS_NAMES + CLUTTER_NAMES

@@ -6,7 +6,7 @@ import argparse
 import sys
 
 from bev_quant_ros.errors import BevQuantError
-from bev_quant_ros.geometry import load_rig
+from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.sim.bag_writer import STORAGE_PLUGINS, write_bag
 from bev_quant_ros.sim.conditions import CONDITIONS
 from bev_quant_ros.sim.frames import generate_frames

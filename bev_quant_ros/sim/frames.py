@@ -14,8 +14,8 @@ from typing import Iterator
 
 import numpy as np
 
-from bev_quant_ros.boxes import CLASS_NAMES, Boxes3D
-from bev_quant_ros.geometry import Rig, invert_transform, load_rig
+from bev_quant_ros.perception.boxes import CLASS_NAMES, Boxes3D
+from bev_quant_ros.perception.geometry import Rig, invert_transform, load_rig
 from bev_quant_ros.sim.catalog import NUM_GT_KINDS
 from bev_quant_ros.sim.conditions import CONDITIONS, ConditionParams, condition_params
 from bev_quant_ros.sim.lidar import BoxesInSweep, LidarModel, sweep_points

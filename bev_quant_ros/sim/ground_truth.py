@@ -27,11 +27,11 @@ import numpy as np
 from rosbags.rosbag2 import Reader
 from rosbags.typesys.store import Typestore
 
-from bev_quant_ros.bag_types import VISION_MSGS, make_header, typestore_with
-from bev_quant_ros.boxes import Boxes3D
+from bev_quant_ros.ros.bag_types import VISION_MSGS, make_header, typestore_with
+from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.errors import InvalidMessageError
-from bev_quant_ros.geometry import quaternion_to_yaw, yaw_to_quaternion
-from bev_quant_ros.msg_decode import stamp_to_ns
+from bev_quant_ros.perception.geometry import quaternion_to_yaw, yaw_to_quaternion
+from bev_quant_ros.ros.message_decoding import stamp_to_ns
 
 GT_TOPIC = "/ground_truth/objects"
 GT_FRAME = "base_link"

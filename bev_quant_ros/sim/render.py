@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from bev_quant_ros.geometry import Rig, invert_transform
+from bev_quant_ros.perception.geometry import Rig, invert_transform
 from bev_quant_ros.sim.conditions import ConditionParams
 from bev_quant_ros.sim.polygons import box_faces, clip_near
 

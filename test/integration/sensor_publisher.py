@@ -12,8 +12,8 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 from tf2_msgs.msg import TFMessage
 
-from bev_quant_ros.geometry import Rig, matrix_to_translation_quaternion
-from bev_quant_ros.ros_convert import ns_to_stamp, points_to_pointcloud, rgb_to_image
+from bev_quant_ros.perception.geometry import Rig, matrix_to_translation_quaternion
+from bev_quant_ros.ros.message_encoding import ns_to_stamp, points_to_pointcloud, rgb_to_image
 
 RELIABLE = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bev_quant_ros.evaluation.live import run_live
-from bev_quant_ros.geometry import load_rig
+from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.sim import generate_frames
 from bev_quant_ros.sim.bag_writer import write_bag
 

@@ -17,10 +17,10 @@ from sensor_msgs.msg import Image
 from std_srvs.srv import Trigger
 from vision_msgs.msg import Detection3DArray
 
-from bev_quant_ros.boxes import CLASS_NAMES
-from bev_quant_ros.geometry import load_rig
-from bev_quant_ros.msg_decode import stamp_to_ns
-from bev_quant_ros.ros_convert import ns_to_stamp
+from bev_quant_ros.perception.boxes import CLASS_NAMES
+from bev_quant_ros.perception.geometry import load_rig
+from bev_quant_ros.ros.message_decoding import stamp_to_ns
+from bev_quant_ros.ros.message_encoding import ns_to_stamp
 from bev_quant_ros.sim import generate_frames
 from bev_quant_ros.sim.ground_truth import VELOCITY_HYPOTHESIS
 

@@ -21,7 +21,7 @@ from rosgraph_msgs.msg import Clock
 
 from bev_quant_ros.replay.bag_source import BagSource
 from bev_quant_ros.replay.ros_player import message_class
-from bev_quant_ros.bag_types import typestore_with
+from bev_quant_ros.ros.bag_types import typestore_with
 from bev_quant_ros.replay.sample_bag import START_NS, write_sample_bag
 from integration.ros_helpers import installed_executable, spin_until, start_process, stop_process
 

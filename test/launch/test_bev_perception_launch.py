@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "test"))
 from integration.sensor_publisher import RELIABLE, SimSensorPublisher  # noqa: E402
 
-from bev_quant_ros.geometry import load_rig  # noqa: E402
-from bev_quant_ros.msg_decode import stamp_to_ns  # noqa: E402
+from bev_quant_ros.perception.geometry import load_rig  # noqa: E402
+from bev_quant_ros.ros.message_decoding import stamp_to_ns  # noqa: E402
 from bev_quant_ros.resources import default_model_path  # noqa: E402
 from bev_quant_ros.sim import generate_frames  # noqa: E402
 

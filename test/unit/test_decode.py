@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from bev_quant_ros.boxes import CLASS_NAMES, Boxes3D
-from bev_quant_ros.decode import (DecodeConfig, cell_centers, center_to_cell_offset, decode,
+from bev_quant_ros.perception.boxes import CLASS_NAMES, Boxes3D
+from bev_quant_ros.perception.box_decoding import (DecodeConfig, cell_centers, center_to_cell_offset, decode,
                                   offset_to_center)
 from bev_quant_ros.engine.contract import BOX_REG_CHANNELS
 from bev_quant_ros.errors import ConfigError, ModelContractError

@@ -11,8 +11,8 @@ from bev_quant_ros.cli import main as bev_quant
 from bev_quant_ros.errors import ConfigError, InvalidMessageError
 from bev_quant_ros.evaluation.offline import run_pipeline
 from bev_quant_ros.evaluation.sources import SynthSpec, bag_frames, synth_frames
-from bev_quant_ros.geometry import load_rig
-from bev_quant_ros.pipeline import BevPipeline
+from bev_quant_ros.perception.geometry import load_rig
+from bev_quant_ros.perception.pipeline import BevPipeline
 from bev_quant_ros.sim import generate_frames
 from bev_quant_ros.sim.bag_writer import write_bag
 

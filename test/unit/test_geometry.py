@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from bev_quant_ros.errors import ConfigError
-from bev_quant_ros.geometry import (
+from bev_quant_ros.perception.geometry import (
     CAMERA_ORDER, load_rig, matrix_to_translation_quaternion, pose_matrix, quaternion_to_yaw,
     yaw_to_quaternion,
 )

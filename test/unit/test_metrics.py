@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from bev_quant_ros.boxes import CLASS_NAMES, Boxes3D
+from bev_quant_ros.perception.boxes import CLASS_NAMES, Boxes3D
 from bev_quant_ros.errors import ConfigError, EvaluationInputError
 from bev_quant_ros.evaluation.metrics import (DEFAULT_CLASS_RANGE_M, EvalConfig,
                                               evaluate_detections, filter_by_range)

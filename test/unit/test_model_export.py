@@ -17,7 +17,7 @@ from bev_quant_ros.errors import ConfigError, ModelContractError  # noqa: E402
 from bev_quant_ros.model.export import (MAX_ABS_DIFF, OPSET, check_contract, compare_with_torch,  # noqa: E402
                                         export_onnx)
 from bev_quant_ros.model.network import BEVDetector  # noqa: E402
-from bev_quant_ros.model_config import example_inputs, model_config_for_onnx  # noqa: E402
+from bev_quant_ros.perception.model_config import example_inputs, model_config_for_onnx  # noqa: E402
 
 from tiny_model import tiny_config  # noqa: E402
 

@@ -9,9 +9,9 @@ torch = pytest.importorskip("torch", reason="torch (optional 'train' extra) is n
 torch.set_num_threads(1)  # tiny tensors; extra threads only fight the other processes on the CPU
 import torch.nn.functional as F  # noqa: E402
 
-from bev_quant_ros.model_config import example_inputs  # noqa: E402
+from bev_quant_ros.perception.model_config import example_inputs  # noqa: E402
 from bev_quant_ros.model.network import BEVDetector, base_grid, lift_to_bev, warp_bev  # noqa: E402
-from bev_quant_ros.preprocess import canvas_x, ego_motion_affine  # noqa: E402
+from bev_quant_ros.perception.preprocess import canvas_x, ego_motion_affine  # noqa: E402
 
 from tiny_model import tiny_config  # noqa: E402
 

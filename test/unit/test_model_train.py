@@ -12,7 +12,7 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch (optional 'train' extra) is not installed")
 torch.set_num_threads(1)  # tiny tensors; extra threads only fight the other processes on the CPU
 
-from bev_quant_ros.boxes import Boxes3D  # noqa: E402
+from bev_quant_ros.perception.boxes import Boxes3D  # noqa: E402
 from bev_quant_ros.errors import ConfigError  # noqa: E402
 from bev_quant_ros.model.dataset import Sequence, SequenceSpec, render_sequence  # noqa: E402
 from bev_quant_ros.model.network import BEVDetector  # noqa: E402

@@ -7,10 +7,10 @@ import threading
 import numpy as np
 import pytest
 
-from bev_quant_ros.calibration import RigCalibration, StaticTransforms
-from bev_quant_ros.frame_slot import LatestSlot
-from bev_quant_ros.geometry import load_rig, pose_matrix, yaw_to_quaternion
-from bev_quant_ros.runtime_stats import LatencyWindow, RateMeter, RuntimeStats
+from bev_quant_ros.ros.rig_from_tf import RigCalibration, StaticTransforms
+from bev_quant_ros.ros.frame_slot import LatestSlot
+from bev_quant_ros.perception.geometry import load_rig, pose_matrix, yaw_to_quaternion
+from bev_quant_ros.ros.runtime_stats import LatencyWindow, RateMeter, RuntimeStats
 
 
 def test_latest_slot_keeps_newest_and_counts_drops():

@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from bev_quant_ros.errors import ConfigError
-from bev_quant_ros.params import NODE_PARAMS, validate
+from bev_quant_ros.ros.parameters import NODE_PARAMS, validate
 
 CONFIG = Path(__file__).resolve().parents[2] / "config" / "bev_perception.yaml"
 

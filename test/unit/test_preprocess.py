@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 
 from bev_quant_ros.errors import InvalidMessageError
-from bev_quant_ros.geometry import invert_transform, load_rig
-from bev_quant_ros.model_config import load_model_config
-from bev_quant_ros.preprocess import (OUTSIDE_IMAGE, bev_points, camera_image_grids, camera_sampling_grid, canvas_x,
+from bev_quant_ros.perception.geometry import invert_transform, load_rig
+from bev_quant_ros.perception.model_config import load_model_config
+from bev_quant_ros.perception.preprocess import (OUTSIDE_IMAGE, bev_points, camera_image_grids, camera_sampling_grid, canvas_x,
                                       ego_motion_affine, lidar_bev, prepare_images)
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -10,7 +10,7 @@ from onnx import numpy_helper
 
 from bev_quant_ros.engine.io_check import onnx_precision
 from bev_quant_ros.errors import CalibrationError, ConfigError, ModelContractError, PrecisionPlanError
-from bev_quant_ros.model_config import model_config_for_onnx
+from bev_quant_ros.perception.model_config import model_config_for_onnx
 from bev_quant_ros.quant import assess
 from bev_quant_ros.quant.calib_data import (RecordedSequence, SequenceSetSpec, collect_activation_stats,
                                             merge_conditions, record_set)

@@ -10,13 +10,13 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from vision_msgs.msg import Detection3DArray
 
-from bev_quant_ros.boxes import Boxes3D
+from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.errors import InvalidMessageError
-from bev_quant_ros.geometry import quaternion_to_yaw
+from bev_quant_ros.perception.geometry import quaternion_to_yaw
 from bev_quant_ros.sim.ground_truth import detection_array_to_boxes
-from bev_quant_ros.msg_decode import (ScaledImageDecoder, camera_info_to_intrinsics, compressed_to_rgb,
+from bev_quant_ros.ros.message_decoding import (ScaledImageDecoder, camera_info_to_intrinsics, compressed_to_rgb,
                                       image_to_rgb, odometry_to_pose, pointcloud_to_points, stamp_to_ns)
-from bev_quant_ros.ros_convert import (boxes_to_detection_array, boxes_to_markers, ns_to_stamp,
+from bev_quant_ros.ros.message_encoding import (boxes_to_detection_array, boxes_to_markers, ns_to_stamp,
                                        points_to_pointcloud, rgb_to_image)
 
 RNG = np.random.default_rng(7)

@@ -10,7 +10,7 @@ import pytest
 import yaml
 from rosbags.rosbag2 import Reader
 
-from bev_quant_ros.geometry import load_rig
+from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.sim import cli as synth_cli
 from bev_quant_ros.sim import generate_frames
 from bev_quant_ros.sim.bag_writer import write_bag

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bev_quant_ros.geometry import load_rig
+from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.sim import CONDITIONS, generate_frames
 from bev_quant_ros.sim.conditions import condition_params
 from bev_quant_ros.sim.frames import FrameGenerator

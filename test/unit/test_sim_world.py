@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bev_quant_ros.boxes import CLASS_NAMES
+from bev_quant_ros.perception.boxes import CLASS_NAMES
 from bev_quant_ros.sim import CONDITIONS, generate_frames
 from bev_quant_ros.sim.world import World
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from bev_quant_ros.sync import FrameAssembler
+from bev_quant_ros.perception.frame_assembly import FrameAssembler
 
 MS = 1_000_000
 FRAME_NS = 33 * MS

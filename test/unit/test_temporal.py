@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bev_quant_ros.geometry import pose_matrix, yaw_to_quaternion
-from bev_quant_ros.temporal import PoseBuffer, ResetReason, TemporalState, interpolate_pose
+from bev_quant_ros.perception.geometry import pose_matrix, yaw_to_quaternion
+from bev_quant_ros.perception.temporal import PoseBuffer, ResetReason, TemporalState, interpolate_pose
 
 MS = 1_000_000
 

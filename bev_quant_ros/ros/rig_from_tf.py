@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from bev_quant_ros.geometry import Rig
+from bev_quant_ros.perception.geometry import Rig
 
 INTRINSICS_TOLERANCE_PX = 1e-3
 EXTRINSICS_TOLERANCE = 1e-6

@@ -34,7 +34,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def ensure_bag(frames: int) -> Path:
     """The demo bag (compressed cameras keep 6 x 30 Hz within two cores), made on first use."""
-    from bev_quant_ros.geometry import load_rig
+    from bev_quant_ros.perception.geometry import load_rig
     from bev_quant_ros.sim import generate_frames
     from bev_quant_ros.sim.bag_writer import write_bag
 

@@ -12,8 +12,8 @@ from std_msgs.msg import Header
 from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
 from visualization_msgs.msg import Marker, MarkerArray
 
-from bev_quant_ros.boxes import Boxes3D
-from bev_quant_ros.msg_decode import LIDAR_FIELDS, NS_PER_S
+from bev_quant_ros.perception.boxes import Boxes3D
+from bev_quant_ros.ros.message_decoding import LIDAR_FIELDS, NS_PER_S
 from bev_quant_ros.sim.ground_truth import VELOCITY_HYPOTHESIS
 
 

@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 
 from bev_quant_ros.errors import InvalidMessageError
-from bev_quant_ros.geometry import pose_matrix
+from bev_quant_ros.perception.geometry import pose_matrix
 
 NS_PER_S = 1_000_000_000
 LIDAR_FIELDS: tuple[str, ...] = ("x", "y", "z", "intensity", "t")

@@ -41,20 +41,20 @@ from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
 from bev_quant_ros import __version__
-from bev_quant_ros.calibration import RigCalibration
+from bev_quant_ros.ros.rig_from_tf import RigCalibration
 from bev_quant_ros.engine.base import select_backend
 from bev_quant_ros.errors import BevQuantError, ConfigError, InvalidMessageError
-from bev_quant_ros.frame_slot import LatestSlot
-from bev_quant_ros.geometry import load_rig
-from bev_quant_ros.params import NODE_PARAMS, ParamSpec, validate
-from bev_quant_ros.pipeline import BevPipeline, PipelineResult, PreparedFrame, SensorFrame
+from bev_quant_ros.ros.frame_slot import LatestSlot
+from bev_quant_ros.perception.geometry import load_rig
+from bev_quant_ros.ros.parameters import NODE_PARAMS, ParamSpec, validate
+from bev_quant_ros.perception.pipeline import BevPipeline, PipelineResult, PreparedFrame, SensorFrame
 from bev_quant_ros.resources import default_model_path
-from bev_quant_ros.msg_decode import (ScaledImageDecoder, camera_info_to_intrinsics, image_to_rgb,
+from bev_quant_ros.ros.message_decoding import (ScaledImageDecoder, camera_info_to_intrinsics, image_to_rgb,
                                       odometry_to_pose, pointcloud_to_points, stamp_to_ns, transform_to_matrix)
-from bev_quant_ros.ros_convert import boxes_to_detection_array, boxes_to_markers
-from bev_quant_ros.runtime_stats import RuntimeStats
-from bev_quant_ros.sync import AssembledFrame, FrameAssembler
-from bev_quant_ros.temporal import PoseBuffer, TemporalState
+from bev_quant_ros.ros.message_encoding import boxes_to_detection_array, boxes_to_markers
+from bev_quant_ros.ros.runtime_stats import RuntimeStats
+from bev_quant_ros.perception.frame_assembly import AssembledFrame, FrameAssembler
+from bev_quant_ros.perception.temporal import PoseBuffer, TemporalState
 
 NODE_NAME = "bev_perception_node"
 STAGES = ("convert", "preprocess", "engine", "decode", "processing", "pipeline_latency")

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from bev_quant_ros.boxes import CLASS_NAMES
+from bev_quant_ros.perception.boxes import CLASS_NAMES
 from bev_quant_ros.engine.contract import (BOX_REG_CHANNELS, CONTRACT_INPUTS, CONTRACT_OUTPUTS,
                                            NUM_CAMERAS)
 from bev_quant_ros.errors import ConfigError

@@ -16,14 +16,14 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bev_quant_ros.boxes import Boxes3D
-from bev_quant_ros.decode import DecodeConfig, decode
+from bev_quant_ros.perception.boxes import Boxes3D
+from bev_quant_ros.perception.box_decoding import DecodeConfig, decode
 from bev_quant_ros.engine.base import Engine, create_engine
 from bev_quant_ros.errors import ModelContractError
-from bev_quant_ros.geometry import Rig, load_rig
-from bev_quant_ros.model_config import ModelConfig, model_config_for_onnx
-from bev_quant_ros.preprocess import camera_sampling_grid, ego_motion_affine, lidar_bev, prepare_images
-from bev_quant_ros.temporal import ResetReason, TemporalState
+from bev_quant_ros.perception.geometry import Rig, load_rig
+from bev_quant_ros.perception.model_config import ModelConfig, model_config_for_onnx
+from bev_quant_ros.perception.preprocess import camera_sampling_grid, ego_motion_affine, lidar_bev, prepare_images
+from bev_quant_ros.perception.temporal import ResetReason, TemporalState
 
 NS_PER_S = 1_000_000_000
 

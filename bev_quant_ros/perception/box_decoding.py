@@ -30,7 +30,7 @@ import cv2
 import numba
 import numpy as np
 
-from bev_quant_ros.boxes import CLASS_NAMES, Boxes3D
+from bev_quant_ros.perception.boxes import CLASS_NAMES, Boxes3D
 from bev_quant_ros.engine.contract import BOX_REG_CHANNELS
 from bev_quant_ros.errors import ConfigError, ModelContractError
 

@@ -26,8 +26,8 @@ import numpy as np
 
 from bev_quant_ros.engine.contract import NUM_CAMERAS
 from bev_quant_ros.errors import InvalidMessageError
-from bev_quant_ros.geometry import Rig, invert_transform
-from bev_quant_ros.model_config import ModelConfig
+from bev_quant_ros.perception.geometry import Rig, invert_transform
+from bev_quant_ros.perception.model_config import ModelConfig
 
 OUTSIDE_IMAGE = -2.0  # any |value| > 1 samples zeros (GridSample padding), so the lift adds nothing
 MIN_DEPTH_M = 0.1  # closer than this to a camera's optical centre counts as not visible

@@ -15,8 +15,8 @@ from enum import Enum
 
 import numpy as np
 
-from bev_quant_ros.geometry import matrix_to_quaternion, quaternion_to_matrix
-from bev_quant_ros.preprocess import planar_velocity
+from bev_quant_ros.perception.geometry import matrix_to_quaternion, quaternion_to_matrix
+from bev_quant_ros.perception.preprocess import planar_velocity
 
 NS_PER_S = 1_000_000_000
 

@@ -1,1 +1,0 @@
-"""Subcommands of the `bev-quant` CLI that do not belong to one subsystem."""
