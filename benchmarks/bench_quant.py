@@ -28,7 +28,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bev_quant_ros.engine.base import create_engine  # noqa: E402
+from bev_quant_ros.engine.factory import create_engine  # noqa: E402
 from bev_quant_ros.evaluation.sources import SynthSpec  # noqa: E402
 from bev_quant_ros.quant import assess  # noqa: E402
 from bev_quant_ros.quant.calib_data import record_sequence, record_set  # noqa: E402
@@ -72,19 +72,21 @@ def float_only_share(model: Path, feeds: list[dict], op_types: tuple[str, ...], 
     in op_types, e.g. GridSample). Even infinitely fast int8 kernels leave this share: a floor on the ratio."""
     import onnxruntime as ort
 
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.enable_profiling = True
-    options.profile_file_prefix = str(Path(tempfile.gettempdir()) / "bench_quant_profile")
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    state_shape = next(i.shape for i in session.get_inputs() if i.name == "prev_bev")
-    feed = {**feeds[0], "prev_bev": np.zeros(state_shape, np.float32), "prev_valid": np.ones(1, np.float32)}
-    for _ in range(runs):
-        session.run(None, feed)
-    profile = Path(session.end_profiling())
-    events = [e for e in json.loads(profile.read_text())
-              if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
-    profile.unlink()
+    with tempfile.TemporaryDirectory(prefix="bench_quant_profile_") as profile_dir:  # never in the cwd
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = 1
+        options.enable_profiling = True
+        options.profile_file_prefix = str(Path(profile_dir) / "fp32")
+        session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        try:
+            state_shape = next(i.shape for i in session.get_inputs() if i.name == "prev_bev")
+            feed = {**feeds[0], "prev_bev": np.zeros(state_shape, np.float32), "prev_valid": np.ones(1, np.float32)}
+            for _ in range(runs):
+                session.run(None, feed)
+        finally:
+            profile = Path(session.end_profiling())
+        events = [e for e in json.loads(profile.read_text())
+                  if e.get("cat") == "Node" and e["name"].endswith("_kernel_time")]
     by_op: dict[str, float] = {}
     for event in events:
         by_op[event["args"]["op_name"]] = by_op.get(event["args"]["op_name"], 0.0) + event["dur"] / runs / 1e3
