@@ -15,7 +15,7 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>
   || echo "nvidia-smi not found (Jetson: use tegrastats)"
 "$PYTHON" - <<'PY'
 import sys
-from bev_quant_ros.engine.base import tensorrt_available
+from bev_quant_ros.engine.factory import tensorrt_available
 ok, reason = tensorrt_available()
 print(("OK: " if ok else "NOT AVAILABLE: ") + reason)
 if ok:

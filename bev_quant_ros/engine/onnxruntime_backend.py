@@ -62,6 +62,9 @@ def session_options(intra_op_num_threads: int, inter_op_num_threads: int,
 class OnnxRuntimeEngine(Engine):
     """`Engine` on an `onnxruntime.InferenceSession` with IO binding and double-buffered state."""
 
+    OPTIONS = frozenset({"execution_providers", "intra_op_num_threads", "inter_op_num_threads",
+                         "graph_optimization_level", "expected_dims"})
+
     def __init__(self, model_path: str | Path, precision: str | None = None, *,
                  execution_providers: Sequence[str] = (CPU_PROVIDER,),
                  intra_op_num_threads: int = 0, inter_op_num_threads: int = 0,

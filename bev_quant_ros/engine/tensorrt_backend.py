@@ -82,6 +82,9 @@ class _CudaGraphs:
 class TensorRTEngine(Engine):
     """`Engine` on a TensorRT engine: pinned buffers, one stream, device-resident state."""
 
+    OPTIONS = frozenset({"engine_cache_dir", "workspace_mib", "allow_fp16", "timing_cache_path", "use_cuda_graph",
+                         "return_state", "device_index", "expected_dims"})
+
     def __init__(self, model_path: str | Path, precision: str | None = None, *,
                  engine_cache_dir: str | Path | None = None, workspace_mib: int = 1024,
                  allow_fp16: bool = True, timing_cache_path: str | Path | None = None,

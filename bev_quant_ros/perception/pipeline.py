@@ -18,7 +18,8 @@ import numpy as np
 
 from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.perception.box_decoding import DecodeConfig, decode
-from bev_quant_ros.engine.base import Engine, create_engine
+from bev_quant_ros.engine.base import Engine
+from bev_quant_ros.engine.factory import create_engine
 from bev_quant_ros.errors import ModelContractError
 from bev_quant_ros.perception.geometry import Rig, load_rig
 from bev_quant_ros.perception.model_config import ModelConfig, model_config_for_onnx

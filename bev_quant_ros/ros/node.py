@@ -42,7 +42,7 @@ from visualization_msgs.msg import MarkerArray
 
 from bev_quant_ros import __version__
 from bev_quant_ros.ros.rig_from_tf import RigCalibration
-from bev_quant_ros.engine.base import select_backend
+from bev_quant_ros.engine.factory import BackendUnavailableError, select_backend, supported_options
 from bev_quant_ros.errors import BevQuantError, ConfigError, InvalidMessageError
 from bev_quant_ros.ros.frame_slot import LatestSlot
 from bev_quant_ros.perception.geometry import load_rig
@@ -162,11 +162,14 @@ class BevPerceptionNode(Node):
                               f"model exists: {exc}") from exc
         temporal = TemporalState(max_gap_s=cfg["max_gap_s"], max_ego_speed_mps=cfg["max_ego_speed_mps"],
                                  max_ego_yaw_rate_rps=cfg["max_ego_yaw_rate_rps"])
+        engine_options = supported_options(backend, {"intra_op_num_threads": cfg["intra_op_num_threads"]})
         try:
             pipeline = BevPipeline.from_model(
                 model_path, backend=cfg["backend"], precision=cfg["precision"], rig=rig,
                 score_threshold=cfg["score_threshold"], max_detections=cfg["max_detections"],
-                temporal=temporal, intra_op_num_threads=cfg["intra_op_num_threads"])
+                temporal=temporal, **engine_options)
+        except BackendUnavailableError as exc:
+            raise ConfigError(f"parameter 'backend': {exc}") from exc
         except BevQuantError as exc:
             raise ConfigError(f"parameter 'model_path' ({model_path}): {exc}") from exc
         pipeline.warmup()

@@ -59,3 +59,18 @@ def test_bad_parameter_exits_non_zero_naming_it(override, name):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 2
     assert f"parameter '{name}'" in result.stderr
+
+
+def test_tensorrt_backend_where_it_cannot_run_exits_with_one_line_about_tensorrt():
+    from bev_quant_ros.engine.factory import tensorrt_available
+
+    ok, reason = tensorrt_available()
+    if ok:
+        pytest.skip(f"TensorRT runs on this machine ({reason}): the node would start")
+    result = subprocess.run([installed_executable(NODE), "--ros-args", "-p", "backend:=tensorrt"],
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 2
+    errors = [line for line in result.stderr.splitlines() if "configuration error" in line]
+    assert len(errors) == 1, result.stderr
+    assert "parameter 'backend'" in errors[0] and "tensorrt" in errors[0] and reason in errors[0]
+    assert "model_path" not in errors[0]

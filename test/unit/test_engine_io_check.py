@@ -7,7 +7,7 @@ from pathlib import Path
 import onnx
 import pytest
 
-from bev_quant_ros.engine.base import create_engine
+from bev_quant_ros.engine.factory import create_engine
 from bev_quant_ros.engine.io_check import TensorSpec, check_contract, onnx_specs, read_onnx
 from bev_quant_ros.errors import ModelContractError
 

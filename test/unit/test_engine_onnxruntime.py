@@ -11,7 +11,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 
-from bev_quant_ros.engine.base import FRAME_INPUTS, create_engine
+from bev_quant_ros.engine.base import FRAME_INPUTS
+from bev_quant_ros.engine.factory import create_engine
 from bev_quant_ros.engine.contract import CONTRACT_INPUTS, CONTRACT_OUTPUTS
 from bev_quant_ros.engine.onnxruntime_backend import OnnxRuntimeEngine
 from bev_quant_ros.errors import ConfigError, EngineInputError, ModelContractError

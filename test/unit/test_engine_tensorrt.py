@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bev_quant_ros.engine.base import create_engine, tensorrt_available
+from bev_quant_ros.engine.factory import create_engine, tensorrt_available
 from bev_quant_ros.engine.contract import CONTRACT_OUTPUTS
 from bev_quant_ros.engine.onnxruntime_backend import OnnxRuntimeEngine
 
