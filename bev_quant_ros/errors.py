@@ -18,7 +18,7 @@ class InvalidMessageError(BevQuantError):
 
 
 class ModelContractError(BevQuantError):
-    """A model file does not match the engine I/O contract (DESIGN.md §2)."""
+    """A model file does not match the engine I/O contract (docs/architecture.md §2)."""
 
 
 class EngineInputError(BevQuantError):

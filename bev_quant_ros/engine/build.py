@@ -6,7 +6,7 @@ JSON key of ONNX sha256 + TensorRT version + GPU name + precision options, and
 rebuilt when any of them changes. `ensure_engine` is the build-only entry point
 (`bev-quant build-engine`, or a node started with `build_only`).
 
-Precision (DESIGN.md §3): INT8 comes from the graph's Q/DQ nodes (explicit
+Precision (docs/architecture.md §3): INT8 comes from the graph's Q/DQ nodes (explicit
 quantization, no calibrator). On TensorRT 10 (weakly typed, JetPack 6) the
 builder gets `BuilderFlag.INT8` and, when `allow_fp16`, `BuilderFlag.FP16` so
 float layers may run in FP16. TensorRT 11 and TensorRT-RTX removed those flags

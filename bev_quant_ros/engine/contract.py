@@ -1,4 +1,4 @@
-"""The engine I/O contract (DESIGN.md §2): tensor names and their shapes.
+"""The engine I/O contract (docs/architecture.md §2): tensor names and their shapes.
 
 Every model, exporter, quantizer and runtime refers to tensors by these names;
 shapes are symbolic here and resolved from the model config.

@@ -1,4 +1,4 @@
-"""Check a model's named inputs/outputs against the engine I/O contract (DESIGN.md §2).
+"""Check a model's named inputs/outputs against the engine I/O contract (docs/architecture.md §2).
 
 Every backend validates before it allocates anything, so a wrong model fails at
 load time with a `ModelContractError` naming the tensor, instead of as a shape

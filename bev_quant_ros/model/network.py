@@ -1,7 +1,7 @@
 """Reference BEV detector: six cameras + lidar raster + recurrent BEV state.
 
 Batched modules for training; ``ContractWrapper`` removes the batch dimension so the
-exported graph has exactly the engine I/O contract of DESIGN.md §2. Every geometric
+exported graph has exactly the engine I/O contract of docs/architecture.md §2. Every geometric
 step is parameter-free sampling (GridSample) so the network does not depend on the
 rig calibration: the pipeline supplies ``cam_grid`` and ``ego_motion``.
 """

@@ -15,7 +15,7 @@ The head (CenterPoint style) emits, on a BEV grid of ``Ho × Wo`` output cells:
   ``vel_x/vel_y``        velocity over ground, m/s, ego axes
   ====================  ==================================================================
 
-Grid convention (DESIGN.md, shared by every BEV tensor): row ``h`` ↔ ego
+Grid convention (docs/architecture.md, shared by every BEV tensor): row ``h`` ↔ ego
 ``x = x_min + (h + 0.5) * cell_x`` with ``cell_x = (x_max - x_min) / Ho``; column ``w`` ↔
 ego y likewise. Training targets must be encoded with :func:`center_to_cell_offset`, the
 exact inverse of :func:`offset_to_center` used here, so the two can never drift apart.

@@ -1,6 +1,6 @@
 """Sensor rig and rigid transforms shared by the simulator, the pipeline and the node.
 
-Conventions (DESIGN.md §5): base_link/ego is REP-103 (x forward, y left, z up);
+Conventions (docs/architecture.md §6): base_link/ego is REP-103 (x forward, y left, z up);
 camera optical frames are x right, y down, z forward; ``T_a_b`` maps coordinates
 in frame b to frame a; quaternions are (x, y, z, w) like ROS messages.
 The rig lives in a human-readable YAML file (``config/rig_nuscenes.yaml``) so the

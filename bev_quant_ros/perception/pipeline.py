@@ -1,7 +1,7 @@
 """One frame through the BEV detector: preprocess -> temporal rules -> engine -> decode.
 
 The same object serves the ROS node, offline bag evaluation, calibration and
-benchmarks (DESIGN.md §1), so they cannot drift apart. It takes an already
+benchmarks (docs/architecture.md §1), so they cannot drift apart. It takes an already
 assembled :class:`SensorFrame` (the node builds it with ``sync.FrameAssembler``,
 offline tools from bags or the simulator) and returns detections plus per-stage
 timings. No ROS imports.

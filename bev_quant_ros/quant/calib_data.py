@@ -1,6 +1,6 @@
 """Calibration and evaluation data as recorded sequences of engine inputs.
 
-Calibration must see what a deployed engine sees (DESIGN.md §3): the real
+Calibration must see what a deployed engine sees (docs/architecture.md §3): the real
 preprocessing of `BevPipeline` (images, lidar raster, camera grid, ego-motion,
 reset rules) and, as `prev_bev`, the state the FP32 model itself produced on the
 previous frame. Recording the per-frame engine inputs once (through the pipeline

@@ -5,7 +5,7 @@ small float graph with the same tensor names and the same kinds of ops the real
 one uses (Conv, GridSample for the camera lift, a MatMul-built affine grid +
 GridSample for the recurrent-state warp, the `bev_state` output), plus an INT8
 Q/DQ variant made with `onnxruntime.quantization.quantize_static` under the
-project's TensorRT-consumable settings (DESIGN.md §3).
+project's TensorRT-consumable settings (docs/architecture.md §3).
 """
 
 from __future__ import annotations
@@ -170,7 +170,7 @@ def with_state(frame: dict[str, np.ndarray], prev_bev: np.ndarray, prev_valid: f
 
 
 class _SequenceReader:
-    """CalibrationDataReader over a short sequence whose state is fed back (DESIGN.md §3)."""
+    """CalibrationDataReader over a short sequence whose state is fed back (docs/architecture.md §3)."""
 
     def __init__(self, model_path: Path, dims: TinyDims, frames: int = 4) -> None:
         import onnxruntime as ort
