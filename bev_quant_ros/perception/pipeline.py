@@ -86,6 +86,7 @@ class PipelineResult:
     lidar_used: bool
     reset_reason: ResetReason | None
     timings: StageTimings
+    ego_pose_used: bool = True  # False: no ego pose at the stamp (state reset, no motion compensation)
 
 
 class BevPipeline:
@@ -171,7 +172,8 @@ class BevPipeline:
         preprocess_ms = prepared.preprocess_ms + (t2 - t1) * 1e3
         return PipelineResult(prepared.stamp_ns, detections, inputs["camera_valid"], prepared.lidar_used,
                               decision.reset_reason,
-                              StageTimings(preprocess_ms, (t3 - t2) * 1e3, (t4 - t3) * 1e3))
+                              StageTimings(preprocess_ms, (t3 - t2) * 1e3, (t4 - t3) * 1e3),
+                              ego_pose_used=prepared.T_world_ego is not None)
 
     def _inputs(self, frame: SensorFrame) -> tuple[dict[str, np.ndarray], bool]:
         images = prepare_images(frame.images, self.model_config)  # checks slots, presence and sizes

@@ -44,15 +44,17 @@ from bev_quant_ros import __version__
 from bev_quant_ros.ros.rig_from_tf import RigCalibration
 from bev_quant_ros.engine.factory import BackendUnavailableError, select_backend, supported_options
 from bev_quant_ros.errors import BevQuantError, ConfigError, InvalidMessageError
+from bev_quant_ros.ros.diagnostics import pipeline_status
 from bev_quant_ros.ros.frame_slot import LatestSlot
 from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.ros.parameters import NODE_PARAMS, ParamSpec, validate
-from bev_quant_ros.perception.pipeline import BevPipeline, PipelineResult, PreparedFrame, SensorFrame
+from bev_quant_ros.perception.pipeline import BevPipeline, PipelineResult, PreparedFrame
 from bev_quant_ros.resources import default_model_path
-from bev_quant_ros.ros.message_decoding import (ScaledImageDecoder, camera_info_to_intrinsics, image_to_rgb,
-                                      odometry_to_pose, pointcloud_to_points, stamp_to_ns, transform_to_matrix)
+from bev_quant_ros.ros.message_decoding import camera_info_to_intrinsics, odometry_to_pose, stamp_to_ns, transform_to_matrix
 from bev_quant_ros.ros.message_encoding import boxes_to_detection_array, boxes_to_markers
 from bev_quant_ros.ros.runtime_stats import RuntimeStats
+from bev_quant_ros.ros.sensor_frames import EgoPoses, SensorFrameBuilder
+from bev_quant_ros.ros.stage_worker import StageWorker
 from bev_quant_ros.perception.frame_assembly import AssembledFrame, FrameAssembler
 from bev_quant_ros.perception.temporal import PoseBuffer, TemporalState
 
@@ -103,10 +105,9 @@ class BevPerceptionNode(Node):
         self.stats = RuntimeStats(STAGES)
         self.slot: LatestSlot[AssembledFrame] = LatestSlot(cfg["frame_queue_depth"])
         self.prepared_slot: LatestSlot[_Prepared] = LatestSlot(cfg["frame_queue_depth"])
-        model_cfg = self.pipeline.model_config
-        self._image_decoders = [ScaledImageDecoder(model_cfg.image_width, model_cfg.image_height,
-                                                   camera.width, camera.height)
-                                for camera in self.pipeline.rig.cameras]
+        self.frame_builder = SensorFrameBuilder(
+            self.pipeline.rig, self.pipeline.model_config,
+            [f"/{name}/image_raw" for name in cfg["camera_names"]], cfg["lidar_topic"], self._bad_input)
         self._lock = threading.Lock()  # assembler, poses and pending rig: executor vs worker
         self._pending_rig = None
         self._last_result: PipelineResult | None = None
@@ -125,11 +126,8 @@ class BevPerceptionNode(Node):
         steady = Clock(clock_type=ClockType.STEADY_TIME)
         self.create_timer(cfg["diagnostics_period_s"], self._publish_diagnostics, clock=steady)
         self.create_timer(max(cfg["camera_timeout_s"] / 2.0, 0.01), self._poll_assembler, clock=steady)
-        self._workers = [
-            threading.Thread(target=self._serve, args=(self.slot, self._prepare_and_hand_over), name="bev_prepare",
-                             daemon=True),
-            threading.Thread(target=self._serve, args=(self.prepared_slot, self._infer_and_publish),
-                             name="bev_inference", daemon=True)]
+        self._workers = [StageWorker("bev_prepare", self.slot, self._prepare_and_hand_over, self._stage_failed),
+                         StageWorker("bev_inference", self.prepared_slot, self._infer_and_publish, self._stage_failed)]
         for worker in self._workers:
             worker.start()
         self.get_logger().info(
@@ -260,16 +258,8 @@ class BevPerceptionNode(Node):
         return response
 
     # ---- workers: prepare (convert + preprocess), then infer + publish ------------------------
-    def _serve(self, slot: LatestSlot[Any], handle: Callable[[Any], None]) -> None:
-        """A worker's loop: handle the items of ``slot`` (bounded, latest wins) until it is closed."""
-        while not slot.closed:
-            item = slot.take(timeout_s=0.5)
-            if item is None:
-                continue
-            try:
-                handle(item)
-            except Exception as exc:  # keep the worker alive whatever one frame does
-                self._bad_input("pipeline", exc)
+    def _stage_failed(self, exc: Exception) -> None:
+        self._bad_input("pipeline", exc)
 
     def _prepare_and_hand_over(self, assembled: AssembledFrame) -> None:
         self.prepared_slot.put(self._prepare(assembled))
@@ -281,42 +271,15 @@ class BevPerceptionNode(Node):
     def _prepare(self, assembled: AssembledFrame) -> _Prepared:
         with self._lock:
             rig, self._pending_rig = self._pending_rig, None
-            T_world_ego = self.poses.pose_at(assembled.stamp_ns)
-            lidar_stamp = assembled.lidar_stamp_ns
-            T_world_ego_lidar = None if lidar_stamp is None else self.poses.pose_at(lidar_stamp)
-            velocity = None if lidar_stamp is None else self.poses.velocity_at(lidar_stamp)
+            ego = EgoPoses.look_up(self.poses, assembled.stamp_ns, assembled.lidar_stamp_ns)
         if rig is not None:
             self.pipeline.set_rig(rig)
+            self.frame_builder.set_rig(rig)
             self.get_logger().info("camera calibration changed: sampling grid recomputed")
         start = time.perf_counter()
-        frame = SensorFrame(assembled.stamp_ns, self._decode_images(assembled), self._decode_lidar(assembled),
-                            lidar_stamp, T_world_ego, T_world_ego_lidar, velocity)
-        if frame.points is None:
-            frame.lidar_stamp_ns = None
+        frame = self.frame_builder.build(assembled, ego)
         convert_ms = (time.perf_counter() - start) * 1e3
         return _Prepared(self.pipeline.prepare(frame), convert_ms)
-
-    def _decode_images(self, assembled: AssembledFrame) -> list[np.ndarray | None]:
-        images: list[np.ndarray | None] = []
-        for index, msg in enumerate(assembled.images):
-            image = None
-            if msg is not None:
-                try:
-                    image = (self._image_decoders[index].decode(msg) if isinstance(msg, CompressedImage)
-                             else image_to_rgb(msg))
-                except InvalidMessageError as exc:
-                    self._bad_input(f"/{self.config['camera_names'][index]}/image_raw", exc)
-            images.append(image)
-        return images
-
-    def _decode_lidar(self, assembled: AssembledFrame) -> np.ndarray | None:
-        if assembled.lidar is None:
-            return None
-        try:
-            return pointcloud_to_points(assembled.lidar)
-        except InvalidMessageError as exc:
-            self._bad_input(self.config["lidar_topic"], exc)
-            return None
 
     def _publish(self, result: PipelineResult, prepared: _Prepared, start: float) -> None:
         """Publish a frame's outputs; ``processing`` = the node's whole cost of the frame (message
@@ -357,37 +320,22 @@ class BevPerceptionNode(Node):
         for name in ("frames_complete", "frames_partial", "frames_without_lidar", "late_camera_messages",
                      "duplicate_camera_messages", "late_lidar_messages", "time_jumps_back"):
             self.stats.set_count(f"sync.{name}", getattr(counters, name))
-        values = {"backend": self.backend, "precision": self.precision,
+        header = {"backend": self.backend, "precision": self.precision,
                   "uptime_s": f"{time.monotonic() - self._start_monotonic:.1f}"}
-        last = self._last_result
-        if last is not None:
-            for name, valid in zip(self.config["camera_names"], last.camera_valid):
-                values[f"camera_valid.{name}"] = str(bool(valid))
-            values["last_frame.lidar_used"] = str(last.lidar_used)
-            values["last_frame.detections"] = str(len(last.detections))
-        values.update(self.stats.key_values())
-        errors = sum(int(values[k]) for k in values if k.startswith("error."))
-        level, message = DiagnosticStatus.OK, "running"
-        if last is None:
-            level, message = DiagnosticStatus.WARN, "waiting for sensor data"
-        elif errors > self._errors_at_last_report:
-            level, message = DiagnosticStatus.WARN, f"{errors - self._errors_at_last_report} bad inputs since last report"
-        elif not last.camera_valid.all():
-            level, message = DiagnosticStatus.WARN, "camera(s) missing in the last frame"
-        self._errors_at_last_report = errors
-        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: pipeline", message=message,
-                                  hardware_id=self.backend,
-                                  values=[KeyValue(key=k, value=v) for k, v in values.items()])
+        report = pipeline_status(header, self.stats.key_values(), self._last_result, self.config["camera_names"],
+                                 self._errors_at_last_report)
+        self._errors_at_last_report = report.error_total
+        status = DiagnosticStatus(level=bytes([report.level]), name=f"{self.get_name()}: pipeline",
+                                  message=report.message, hardware_id=self.backend,
+                                  values=[KeyValue(key=k, value=v) for k, v in report.values.items()])
         msg = DiagnosticArray(status=[status])
         msg.header.stamp = self.get_clock().now().to_msg()
         self.diagnostics_pub.publish(msg)
 
     def close(self) -> None:
         """Stop the worker threads (called before destroy_node)."""
-        self.slot.close()
-        self.prepared_slot.close()
         for worker in self._workers:
-            worker.join(timeout=5.0)
+            worker.stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -122,7 +122,7 @@ def test_camera_that_stops_is_marked_invalid_and_output_continues(harness, frame
     values = harness.diagnostics_after(len(harness.diagnostics))
     assert values["camera_valid.CAM_BACK"] == "False" and values["camera_valid.CAM_FRONT"] == "True"
     assert int(values["count.sync.frames_partial"]) == 8
-    assert values["message"] == "camera(s) missing in the last frame"
+    assert values["message"] == "degraded: camera(s) missing: CAM_BACK"
 
 
 def test_malformed_image_is_counted_and_the_frame_still_processed(harness, frames):

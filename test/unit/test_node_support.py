@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import threading
+import time
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -10,7 +12,13 @@ import pytest
 from bev_quant_ros.ros.rig_from_tf import RigCalibration, StaticTransforms
 from bev_quant_ros.ros.frame_slot import LatestSlot
 from bev_quant_ros.perception.geometry import load_rig, pose_matrix, yaw_to_quaternion
+from bev_quant_ros.perception.boxes import Boxes3D
+from bev_quant_ros.perception.frame_assembly import AssembledFrame
+from bev_quant_ros.perception.pipeline import PipelineResult, StageTimings
+from bev_quant_ros.ros.diagnostics import Level, pipeline_status
 from bev_quant_ros.ros.runtime_stats import LatencyWindow, RateMeter, RuntimeStats
+from bev_quant_ros.ros.sensor_frames import EgoPoses, SensorFrameBuilder
+from bev_quant_ros.ros.stage_worker import StageWorker
 
 
 def test_latest_slot_keeps_newest_and_counts_drops():
@@ -105,3 +113,72 @@ def test_runtime_stats_mirrors_external_counters():
     stats.set_count("sync.frames_partial", 7)
     stats.set_count("sync.frames_partial", 9)
     assert stats.key_values()["count.sync.frames_partial"] == "9"
+
+
+def _result(camera_valid=(1, 1, 1, 1, 1, 1), lidar_used=True, ego_pose_used=True) -> PipelineResult:
+    return PipelineResult(0, Boxes3D.empty(), np.array(camera_valid, np.float32), lidar_used, None,
+                          StageTimings(1.0, 2.0, 3.0), ego_pose_used=ego_pose_used)
+
+
+def test_pipeline_status_levels_follow_what_the_last_frame_had():
+    names = [f"cam{i}" for i in range(6)]
+    header = {"backend": "onnxruntime"}
+    waiting = pipeline_status(header, {}, None, names, 0)
+    assert (waiting.level, waiting.message) == (Level.WARN, "waiting for sensor data")
+    ok = pipeline_status(header, {"count.frames_processed": "3"}, _result(), names, 0)
+    assert (ok.level, ok.message) == (Level.OK, "running")
+    assert ok.values["backend"] == "onnxruntime" and ok.values["last_frame.lidar_used"] == "True"
+    degraded = pipeline_status(header, {}, _result((1, 0, 1, 1, 0, 1), lidar_used=False, ego_pose_used=False),
+                               names, 0)
+    assert degraded.level == Level.WARN
+    assert degraded.message == "degraded: camera(s) missing: cam1, cam4; no lidar sweep; no ego pose"
+    assert degraded.values["camera_valid.cam1"] == "False" and degraded.values["camera_valid.cam0"] == "True"
+
+
+def test_pipeline_status_warns_once_per_new_bad_input():
+    names = [f"cam{i}" for i in range(6)]
+    stats = {"error./lidar/points: no z field": "2", "count.frames_processed": "9"}
+    first = pipeline_status({}, stats, _result(), names, errors_at_last_report=0)
+    assert (first.level, first.message, first.error_total) == (Level.WARN, "2 bad inputs since last report", 2)
+    again = pipeline_status({}, stats, _result(), names, errors_at_last_report=first.error_total)
+    assert again.level == Level.OK  # no new bad input since the last report
+
+
+def test_stage_worker_survives_a_failing_item_and_stops_on_close():
+    slot: LatestSlot[int] = LatestSlot(capacity=4)
+    handled, failures = [], []
+
+    def handle(item: int) -> None:
+        if item == 1:
+            raise ValueError("bad frame")
+        handled.append(item)
+
+    worker = StageWorker("test", slot, handle, failures.append, poll_s=0.01)
+    worker.start()
+    for item in (0, 1, 2):
+        slot.put(item)
+    deadline = time.monotonic() + 5.0
+    while len(handled) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    worker.stop(timeout_s=2.0)
+    assert handled == [0, 2] and [str(e) for e in failures] == ["bad frame"]
+    assert not worker.alive
+
+
+def test_sensor_frame_builder_reports_a_bad_message_and_keeps_the_rest_of_the_frame(tiny_model_config):
+    rig = load_rig()
+    reports = []
+    builder = SensorFrameBuilder(rig, tiny_model_config, [f"cam{i}" for i in range(6)], "lidar",
+                                 lambda source, exc: reports.append((source, str(exc))))
+    good = SimpleNamespace(height=2, width=3, encoding="rgb8", step=9, is_bigendian=0,
+                           data=np.arange(18, dtype=np.uint8).tobytes())
+    bad = SimpleNamespace(height=2, width=3, encoding="yuv422", step=6, is_bigendian=0, data=bytes(12))
+    assembled = AssembledFrame(stamp_ns=5, images=[good, bad, None, good, good, good], camera_stamps_ns=[5] * 6,
+                               lidar_stamp_ns=4, lidar=SimpleNamespace(fields=[], data=b"", width=0, height=1,
+                                                                       point_step=0, row_step=0,
+                                                                       is_bigendian=False))
+    frame = builder.build(assembled, EgoPoses(np.eye(4), np.eye(4), np.zeros(3)))
+    assert frame.camera_valid.tolist() == [1, 0, 0, 1, 1, 1]
+    np.testing.assert_array_equal(frame.images[0], np.arange(18, dtype=np.uint8).reshape(2, 3, 3))
+    assert frame.points is None and frame.lidar_stamp_ns is None and frame.T_world_ego_lidar is None
+    assert sorted(source for source, _ in reports) == ["cam1", "lidar"]
