@@ -14,7 +14,15 @@ class ConfigError(BevQuantError):
 
 
 class InvalidMessageError(BevQuantError):
-    """A sensor message cannot be converted (bad encoding, size, fields)."""
+    """A sensor message cannot be converted (bad encoding, size, fields).
+
+    ``cause`` is a short stable slug (``missing_z_field``, ``truncated`` ...): the node
+    counts and throttles its error log per topic and cause, so one cause never hides another.
+    """
+
+    def __init__(self, message: str, cause: str = "invalid") -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 class ModelContractError(BevQuantError):

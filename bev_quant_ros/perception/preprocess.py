@@ -38,25 +38,26 @@ def prepare_images(images: Sequence[np.ndarray | None], cfg: ModelConfig) -> np.
     """Six [h, w, 3] uint8 RGB (or a [6, h, w, 3] array) -> [6, 3, H, W] float32 pixel values.
 
     A missing camera (None) gives a zero plane; it is masked by ``camera_valid`` anyway.
-    Each image is resized straight into the output, so the full-size frames are never
-    stacked or copied: INTER_AREA when shrinking by 2x or more (bilinear would alias),
-    else bilinear, 5x faster and as close to the full-size reference at these ratios
-    (an 1/4-decoded JPEG, 200x113 -> 176x96: mean |diff| 2.30 vs 2.28 grey levels).
+    Each image is resized on its own straight into the output (cameras of one rig may
+    differ in resolution), so the full-size frames are never stacked or copied:
+    INTER_AREA when shrinking by 2x or more (bilinear would alias), else bilinear, 5x
+    faster and as close to the full-size reference at these ratios (an 1/4-decoded
+    JPEG, 200x113 -> 176x96: mean |diff| 2.30 vs 2.28 grey levels).
     """
     present = [image for image in images if image is not None]
     if len(images) != NUM_CAMERAS or not present:
         raise InvalidMessageError(f"a frame needs {NUM_CAMERAS} camera slots with at least one camera image, "
-                                  f"got {len(images)} slots, {len(present)} images")
-    shape = present[0].shape
-    if len(shape) != 3 or shape[2] != 3 or any(image.shape != shape for image in present):
-        raise InvalidMessageError("camera images of one frame must share one [h, w, 3] size, got "
-                                  f"{[None if i is None else i.shape for i in images]} (they differ in size)")
+                                  f"got {len(images)} slots, {len(present)} images", cause="no_camera_image")
+    if any(image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 for image in present):
+        raise InvalidMessageError("camera images must be [h, w, 3] uint8 RGB, got "
+                                  f"{[None if i is None else (i.shape, i.dtype.name) for i in images]}",
+                                  cause="image_not_rgb")
     size = (cfg.image_width, cfg.image_height)
-    shrinks_2x = shape[0] >= 2 * cfg.image_height and shape[1] >= 2 * cfg.image_width
-    interp = cv2.INTER_AREA if shrinks_2x else cv2.INTER_LINEAR
     out = np.zeros((NUM_CAMERAS, 3, cfg.image_height, cfg.image_width), np.float32)
     for i, image in enumerate(images):
         if image is not None:
+            shrinks_2x = image.shape[0] >= 2 * cfg.image_height and image.shape[1] >= 2 * cfg.image_width
+            interp = cv2.INTER_AREA if shrinks_2x else cv2.INTER_LINEAR
             out[i] = cv2.resize(image, size, interpolation=interp).transpose(2, 0, 1)
     return out
 

@@ -43,15 +43,16 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     """[H, W, 3] uint8 RGB view/copy of a raw Image (rgb8, bgr8, rgba8, bgra8, mono8)."""
     if msg.encoding not in _IMAGE_ENCODINGS:
         raise InvalidMessageError(f"unsupported image encoding '{msg.encoding}' "
-                                  f"(supported: {', '.join(_IMAGE_ENCODINGS)})")
+                                  f"(supported: {', '.join(_IMAGE_ENCODINGS)})", cause="unsupported_encoding")
     channels, conversion = _IMAGE_ENCODINGS[msg.encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
     if height <= 0 or width <= 0 or step < width * channels:
         raise InvalidMessageError(f"image size {width}x{height} with step {step} is inconsistent "
-                                  f"with {msg.encoding}")
+                                  f"with {msg.encoding}", cause="inconsistent_size")
     data = np.frombuffer(msg.data, dtype=np.uint8)
     if data.size != height * step:
-        raise InvalidMessageError(f"image data has {data.size} bytes, expected {height * step}")
+        raise InvalidMessageError(f"image data has {data.size} bytes, expected {height * step}",
+                                  cause="truncated" if data.size < height * step else "oversized")
     pixels = data.reshape(height, step)[:, :width * channels].reshape(height, width, channels)
     return pixels if conversion is None else cv2.cvtColor(pixels, conversion)
 
@@ -63,7 +64,7 @@ def compressed_to_rgb(msg: Any, reduction: int = 1) -> np.ndarray:
     bgr = cv2.imdecode(encoded, _REDUCED_COLOR[reduction]) if encoded.size else None
     if bgr is None:
         raise InvalidMessageError(f"compressed image (format '{msg.format}', {encoded.size} bytes) "
-                                  "could not be decoded")
+                                  "could not be decoded", cause="undecodable")
     return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
 
@@ -102,13 +103,19 @@ def pointcloud_to_points(msg: Any) -> np.ndarray:
     for required in ("x", "y", "z"):
         if required not in fields:
             raise InvalidMessageError(f"PointCloud2 has no '{required}' field "
-                                      f"(fields: {', '.join(fields) or 'none'})")
+                                      f"(fields: {', '.join(fields) or 'none'})", cause=f"missing_{required}_field")
     count = int(msg.width) * int(msg.height)
     point_step = int(msg.point_step)
     data = np.frombuffer(msg.data, dtype=np.uint8)
-    if point_step <= 0 or data.size < count * point_step or int(msg.row_step) * int(msg.height) != data.size:
-        raise InvalidMessageError(f"PointCloud2 of {count} points with point_step {point_step}, "
-                                  f"row_step {msg.row_step} does not match {data.size} data bytes")
+    if point_step <= 0 or int(msg.row_step) < int(msg.width) * point_step:
+        raise InvalidMessageError(f"PointCloud2 point_step {point_step} / row_step {msg.row_step} cannot hold "
+                                  f"{msg.width} points per row", cause="bad_point_step")
+    if int(msg.row_step) * int(msg.height) != data.size:
+        raise InvalidMessageError(f"PointCloud2 of {count} points with row_step {msg.row_step} needs "
+                                  f"{int(msg.row_step) * int(msg.height)} data bytes, has {data.size}",
+                                  cause="truncated" if data.size < int(msg.row_step) * int(msg.height) else "oversized")
+    if count == 0:
+        raise InvalidMessageError("PointCloud2 has no points", cause="empty_cloud")
     endian = ">" if msg.is_bigendian else "<"
     names, formats, offsets = [], [], []
     for name in LIDAR_FIELDS:
@@ -117,13 +124,20 @@ def pointcloud_to_points(msg: Any) -> np.ndarray:
         field = fields[name]
         if field.datatype not in _POINTFIELD_DTYPES or field.count != 1:
             raise InvalidMessageError(f"PointCloud2 field '{name}' has unsupported datatype "
-                                      f"{field.datatype} or count {field.count}")
+                                      f"{field.datatype} or count {field.count}", cause="unsupported_field_type")
+        if name in ("x", "y", "z") and _POINTFIELD_DTYPES[field.datatype][0] != "f":
+            raise InvalidMessageError(f"PointCloud2 coordinate '{name}' is {_POINTFIELD_DTYPES[field.datatype]}: "
+                                      "coordinates must be float32 or float64", cause="non_float_coordinates")
         if field.offset + np.dtype(_POINTFIELD_DTYPES[field.datatype]).itemsize > point_step:
-            raise InvalidMessageError(f"PointCloud2 field '{name}' lies outside point_step {point_step}")
+            raise InvalidMessageError(f"PointCloud2 field '{name}' lies outside point_step {point_step}",
+                                      cause="field_outside_point")
         names.append(name)
         formats.append(endian + _POINTFIELD_DTYPES[field.datatype])
         offsets.append(field.offset)
     dtype = np.dtype({"names": names, "formats": formats, "offsets": offsets, "itemsize": point_step})
+    row_bytes = int(msg.width) * point_step
+    if int(msg.row_step) != row_bytes:  # rows padded to row_step: drop the padding (one copy)
+        data = np.ascontiguousarray(data.reshape(int(msg.height), int(msg.row_step))[:, :row_bytes]).reshape(-1)
     if dtype == _PACKED_POINT_DTYPE:  # our own layout (and the usual one): a view, no per-field copies
         points = np.frombuffer(data[:count * point_step], dtype=np.float32).reshape(count, len(LIDAR_FIELDS))
     else:
@@ -133,15 +147,21 @@ def pointcloud_to_points(msg: Any) -> np.ndarray:
             if name in names:
                 points[:, column] = records[name]
     # NaN or inf in any coordinate makes the sum non-finite (14x faster than isfinite on the [N, 3] slice)
-    finite = np.isfinite(points[:, 0] + points[:, 1] + points[:, 2])
-    return points if finite.all() else points[finite]
+    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: counted below, not a stderr warning
+        finite = np.isfinite(points[:, 0] + points[:, 1] + points[:, 2])
+    if finite.all():
+        return points
+    if not finite.any():
+        raise InvalidMessageError(f"PointCloud2 has no finite point among {count}", cause="no_finite_points")
+    return points[finite]
 
 
 def camera_info_to_intrinsics(msg: Any) -> np.ndarray:
     """[3, 3] K; rejects an all-zero or non-positive focal length (uncalibrated camera)."""
     K = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
     if not (K[0, 0] > 0 and K[1, 1] > 0 and np.isfinite(K).all()):
-        raise InvalidMessageError(f"CameraInfo '{msg.header.frame_id}' has no valid intrinsics K")
+        raise InvalidMessageError(f"CameraInfo '{msg.header.frame_id}' has no valid intrinsics K",
+                                  cause="invalid_intrinsics")
     return K
 
 
@@ -151,7 +171,8 @@ def odometry_to_pose(msg: Any) -> np.ndarray:
     quaternion = np.array([q.x, q.y, q.z, q.w])
     norm = np.linalg.norm(quaternion)
     if not np.isfinite(norm) or abs(norm - 1.0) > 1e-3 or not np.isfinite([p.x, p.y, p.z]).all():
-        raise InvalidMessageError(f"Odometry pose is not finite or its quaternion is not unit (|q|={norm:.4f})")
+        raise InvalidMessageError(f"Odometry pose is not finite or its quaternion is not unit (|q|={norm:.4f})",
+                                  cause="invalid_pose")
     return pose_matrix([p.x, p.y, p.z], quaternion / norm)
 
 

@@ -16,6 +16,7 @@ as dropped.
 
 from __future__ import annotations
 
+import signal
 import sys
 import threading
 import time
@@ -52,7 +53,7 @@ from bev_quant_ros.perception.pipeline import BevPipeline, PipelineResult, Prepa
 from bev_quant_ros.resources import default_model_path
 from bev_quant_ros.ros.message_decoding import camera_info_to_intrinsics, odometry_to_pose, stamp_to_ns, transform_to_matrix
 from bev_quant_ros.ros.message_encoding import boxes_to_detection_array, boxes_to_markers
-from bev_quant_ros.ros.runtime_stats import RuntimeStats
+from bev_quant_ros.ros.runtime_stats import LogThrottle, RuntimeStats
 from bev_quant_ros.ros.sensor_frames import EgoPoses, SensorFrameBuilder
 from bev_quant_ros.ros.stage_worker import StageWorker
 from bev_quant_ros.perception.frame_assembly import AssembledFrame, FrameAssembler
@@ -61,6 +62,7 @@ from bev_quant_ros.perception.temporal import PoseBuffer, TemporalState
 NODE_NAME = "bev_perception_node"
 STAGES = ("convert", "preprocess", "engine", "decode", "processing", "pipeline_latency")
 LOG_THROTTLE_S = 5.0
+CLOCK_MISMATCH_MS = 3_600_000.0  # an hour: no real pipeline is that late
 
 
 @dataclass
@@ -103,11 +105,19 @@ class BevPerceptionNode(Node):
             camera_timeout_s=cfg["camera_timeout_s"], max_lidar_age_s=cfg["max_lidar_age_s"])
         self.poses = PoseBuffer()
         self.stats = RuntimeStats(STAGES)
+        self.log_throttle = LogThrottle(LOG_THROTTLE_S)
+        self._clock_mismatch_reported = False
         self.slot: LatestSlot[AssembledFrame] = LatestSlot(cfg["frame_queue_depth"])
         self.prepared_slot: LatestSlot[_Prepared] = LatestSlot(cfg["frame_queue_depth"])
-        self.frame_builder = SensorFrameBuilder(
-            self.pipeline.rig, self.pipeline.model_config,
-            [f"/{name}/image_raw" for name in cfg["camera_names"]], cfg["lidar_topic"], self._bad_input)
+        self.compressed = cfg["image_transport"] == "compressed"
+        # fully resolved (namespace, remaps): what is subscribed is what logs and diagnostics name
+        self.image_topics = [self.resolve_topic_name(topic + "/compressed" if self.compressed else topic)
+                             for topic in cfg["camera_image_topics"]]
+        self.info_topics = [self.resolve_topic_name(topic) for topic in cfg["camera_info_topics"]]
+        self.lidar_topic = self.resolve_topic_name(cfg["lidar_topic"])
+        self.odom_topic = self.resolve_topic_name(cfg["odom_topic"])
+        self.frame_builder = SensorFrameBuilder(self.pipeline.rig, self.pipeline.model_config, self.image_topics,
+                                                self.lidar_topic, self._bad_input)
         self._lock = threading.Lock()  # assembler, poses and pending rig: executor vs worker
         self._pending_rig = None
         self._last_result: PipelineResult | None = None
@@ -119,7 +129,7 @@ class BevPerceptionNode(Node):
         self.markers_pub = self.create_publisher(MarkerArray, "~/markers", 10) if cfg["publish_markers"] else None
         self.processing_time_pub = self.create_publisher(Float64, "~/debug/processing_time_ms", 10)
         self.latency_pub = self.create_publisher(Float64, "~/debug/pipeline_latency_ms", 10)
-        self.diagnostics_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.diagnostics_pub = self.create_publisher(DiagnosticArray, cfg["diagnostics_topic"], 10)
         self.create_service(Trigger, "~/reset", self._on_reset)
         # wall-clock timers: with use_sim_time a paused or finished replay must not stop
         # diagnostics, and the assembler's arrival timeouts are in monotonic time anyway
@@ -177,28 +187,29 @@ class BevPerceptionNode(Node):
         cfg = self.config
         sensor_qos = qos_profile_sensor_data if cfg["qos_reliability"] == "best_effort" else QoSProfile(
             depth=5, reliability=ReliabilityPolicy.RELIABLE, history=HistoryPolicy.KEEP_LAST)
-        compressed = cfg["image_transport"] == "compressed"
-        for index, name in enumerate(cfg["camera_names"]):
-            topic = f"/{name}/image_raw" + ("/compressed" if compressed else "")
-            self.create_subscription(CompressedImage if compressed else Image, topic,
+        for index, topic in enumerate(self.image_topics):
+            self.create_subscription(CompressedImage if self.compressed else Image, topic,
                                      self._camera_callback(index), sensor_qos)
-            self.create_subscription(CameraInfo, f"/{name}/camera_info",
+            self.create_subscription(CameraInfo, self.info_topics[index],
                                      self._camera_info_callback(index), sensor_qos)
-        self.create_subscription(PointCloud2, cfg["lidar_topic"], self._on_lidar, sensor_qos)
+        self.create_subscription(PointCloud2, self.lidar_topic, self._on_lidar, sensor_qos)
         if cfg["ego_pose_source"] == "odom":
-            self.create_subscription(Odometry, cfg["odom_topic"], self._on_odometry, sensor_qos)
+            self.create_subscription(Odometry, self.odom_topic, self._on_odometry, sensor_qos)
         else:
-            self.create_subscription(TFMessage, "/tf", self._on_tf, QoSProfile(depth=100))
+            self.create_subscription(TFMessage, cfg["tf_topic"], self._on_tf, QoSProfile(depth=100))
         static_qos = QoSProfile(depth=100, durability=DurabilityPolicy.TRANSIENT_LOCAL,
                                 reliability=ReliabilityPolicy.RELIABLE)
-        self.create_subscription(TFMessage, "/tf_static", self._on_tf_static, static_qos)
+        self.create_subscription(TFMessage, cfg["tf_static_topic"], self._on_tf_static, static_qos)
 
     # ---- executor callbacks: store and return ---------------------------------------------
     def _camera_callback(self, index: int) -> Callable[[Image | CompressedImage], None]:
         def on_image(msg: Image | CompressedImage) -> None:
             self.stats.tick(f"camera_{index}")
+            stamp_ns = self._stamp_or_none(self.image_topics[index], msg)
+            if stamp_ns is None:
+                return
             with self._lock:
-                frames = self.assembler.add_camera(index, stamp_to_ns(msg.header.stamp), msg)
+                frames = self.assembler.add_camera(index, stamp_ns, msg)
             self._hand_over(frames)
         return on_image
 
@@ -207,7 +218,7 @@ class BevPerceptionNode(Node):
             try:
                 K = camera_info_to_intrinsics(msg)
             except InvalidMessageError as exc:
-                self._bad_input(f"/{self.config['camera_names'][index]}/camera_info", exc)
+                self._bad_input(self.info_topics[index], exc)
                 return
             with self._lock:
                 if self.calibration.update_intrinsics(index, K, msg.width, msg.height, msg.header.frame_id):
@@ -216,17 +227,21 @@ class BevPerceptionNode(Node):
 
     def _on_lidar(self, msg: PointCloud2) -> None:
         self.stats.tick("lidar")
-        with self._lock:
-            self.assembler.add_lidar(stamp_to_ns(msg.header.stamp), msg)
+        stamp_ns = self._stamp_or_none(self.lidar_topic, msg)
+        if stamp_ns is not None:
+            with self._lock:
+                self.assembler.add_lidar(stamp_ns, msg)
 
     def _on_odometry(self, msg: Odometry) -> None:
         try:
             T = odometry_to_pose(msg)
         except InvalidMessageError as exc:
-            self._bad_input(self.config["odom_topic"], exc)
+            self._bad_input(self.odom_topic, exc)
             return
-        with self._lock:
-            self.poses.add(stamp_to_ns(msg.header.stamp), T)
+        stamp_ns = self._stamp_or_none(self.odom_topic, msg)
+        if stamp_ns is not None:
+            with self._lock:
+                self.poses.add(stamp_ns, T)
 
     def _on_tf(self, msg: TFMessage) -> None:
         for transform in msg.transforms:
@@ -241,6 +256,14 @@ class BevPerceptionNode(Node):
                 t.header.frame_id, t.child_frame_id, transform_to_matrix(t.transform)) for t in msg.transforms]
             if any(changed):
                 self._pending_rig = self.calibration.rig
+
+    def _stamp_or_none(self, topic: str, msg: Any) -> int | None:
+        """The header stamp in ns; None (counted, logged) for a zero stamp: an unset header, not a time."""
+        stamp_ns = stamp_to_ns(msg.header.stamp)
+        if stamp_ns == 0:
+            self._bad_input(topic, InvalidMessageError("header stamp is zero (unset)", cause="zero_stamp"))
+            return None
+        return stamp_ns
 
     def _poll_assembler(self) -> None:
         with self._lock:
@@ -290,10 +313,12 @@ class BevPerceptionNode(Node):
         self.stats.count("frames_processed")
         if result.reset_reason is not None:
             self.stats.count(f"resets.{result.reset_reason.value}")
-            self.get_logger().info(f"recurrent state reset: {result.reset_reason.value}")
+            if self.log_throttle.allow(f"reset.{result.reset_reason.value}"):
+                self.get_logger().info(f"recurrent state reset: {result.reset_reason.value}")
         self._last_result = result
         self.detections_pub.publish(boxes_to_detection_array(result.detections, result.stamp_ns, frame_id))
         latency_ms = (self.get_clock().now().nanoseconds - result.stamp_ns) / 1e6
+        self._check_clock(latency_ms)
         processing_ms = prepared.convert_ms + prepared.frame.preprocess_ms + (time.perf_counter() - start) * 1e3
         convert_ms = prepared.convert_ms
         if self.markers_pub is not None:
@@ -308,10 +333,20 @@ class BevPerceptionNode(Node):
         self.stats.tick("output")
 
     def _bad_input(self, source: str, exc: Exception) -> None:
-        """Count by cause and log at most once per LOG_THROTTLE_S per cause."""
-        cause = f"{source}: {type(exc).__name__}"
+        """Count by topic and cause; log at most once per LOG_THROTTLE_S per cause."""
+        cause = f"{source}: {getattr(exc, 'cause', type(exc).__name__)}"
         count = self.stats.error(cause)
-        self.get_logger().error(f"{cause} (#{count}): {exc}", throttle_duration_sec=LOG_THROTTLE_S)
+        if self.log_throttle.allow(cause):
+            self.get_logger().error(f"{cause} (#{count}): {exc}")
+
+    def _check_clock(self, latency_ms: float) -> None:
+        """Stamps hours away from the node clock: a bag replayed without use_sim_time (said once)."""
+        if abs(latency_ms) > CLOCK_MISMATCH_MS and not self._clock_mismatch_reported:
+            self._clock_mismatch_reported = True
+            self.stats.count("clock_mismatch")
+            self.get_logger().warning(
+                f"camera stamps are {latency_ms / 1e3:.0f} s away from the node clock: pipeline latency is "
+                "meaningless (replaying a bag? set use_sim_time:=true and publish /clock)")
 
     # ---- diagnostics ----------------------------------------------------------------------
     def _publish_diagnostics(self) -> None:
@@ -352,6 +387,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not interrupt the cleanup
         node.close()
         node.destroy_node()
         rclpy.try_shutdown()

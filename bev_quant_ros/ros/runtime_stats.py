@@ -97,3 +97,22 @@ class RuntimeStats:
             for cause, count in self.errors.items():
                 values[f"error.{cause}"] = str(count)
             return dict(sorted(values.items()))
+
+
+class LogThrottle:
+    """At most one log line per key per ``period_s``: rclpy's own throttle is keyed by the call
+    site, so one cause logged from a shared line would hide every other cause for the period."""
+
+    def __init__(self, period_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self._period_s, self._clock = period_s, clock
+        self._last: dict[str, float] = {}
+        self._lock = threading.Lock()
+
+    def allow(self, key: str) -> bool:
+        now = self._clock()
+        with self._lock:
+            last = self._last.get(key)
+            if last is not None and now - last < self._period_s:
+                return False
+            self._last[key] = now
+            return True

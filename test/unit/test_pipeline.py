@@ -90,10 +90,13 @@ def test_missing_camera_is_masked_and_no_camera_is_an_error(tiny_model_path, day
     assert result.camera_valid.tolist() == [1, 1, 1, 0, 1, 1]
     with pytest.raises(InvalidMessageError, match="at least one camera"):
         pipeline.process(SensorFrame(day_frames[1].stamp_ns, [None] * 6))
-    with pytest.raises(InvalidMessageError, match="differ in size"):
-        images = list(day_frames[1].images)
-        images[2] = images[2][:100]
+    images = list(day_frames[1].images)
+    images[2] = images[2][:100]  # one camera of another resolution is resized on its own
+    assert pipeline.process(SensorFrame(day_frames[1].stamp_ns, images)).camera_valid.tolist() == [1] * 6
+    images[2] = images[2][:, :, 0]
+    with pytest.raises(InvalidMessageError, match=r"must be \[h, w, 3\] uint8") as info:
         pipeline.process(SensorFrame(day_frames[1].stamp_ns, images))
+    assert info.value.cause == "image_not_rgb"
 
 
 def test_frame_without_lidar_or_pose_runs_without_state(tiny_model_path, day_frames):
