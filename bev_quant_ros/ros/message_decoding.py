@@ -104,6 +104,8 @@ def pointcloud_to_points(msg: Any) -> np.ndarray:
         if required not in fields:
             raise InvalidMessageError(f"PointCloud2 has no '{required}' field "
                                       f"(fields: {', '.join(fields) or 'none'})", cause=f"missing_{required}_field")
+    if int(msg.width) < 0 or int(msg.height) < 0:
+        raise InvalidMessageError(f"PointCloud2 size {msg.width}x{msg.height} is negative", cause="bad_point_step")
     count = int(msg.width) * int(msg.height)
     point_step = int(msg.point_step)
     data = np.frombuffer(msg.data, dtype=np.uint8)
@@ -128,7 +130,7 @@ def pointcloud_to_points(msg: Any) -> np.ndarray:
         if name in ("x", "y", "z") and _POINTFIELD_DTYPES[field.datatype][0] != "f":
             raise InvalidMessageError(f"PointCloud2 coordinate '{name}' is {_POINTFIELD_DTYPES[field.datatype]}: "
                                       "coordinates must be float32 or float64", cause="non_float_coordinates")
-        if field.offset + np.dtype(_POINTFIELD_DTYPES[field.datatype]).itemsize > point_step:
+        if field.offset < 0 or field.offset + np.dtype(_POINTFIELD_DTYPES[field.datatype]).itemsize > point_step:
             raise InvalidMessageError(f"PointCloud2 field '{name}' lies outside point_step {point_step}",
                                       cause="field_outside_point")
         names.append(name)
