@@ -81,17 +81,21 @@ class ScaledImageDecoder:
     def __init__(self, min_width: int, min_height: int, expected_width: int = 0, expected_height: int = 0) -> None:
         self.min_width, self.min_height = min_width, min_height
         self.reduction = self._covering_reduction(expected_width, expected_height)
+        self.used_reduction = self.reduction  # of the last decoded image
 
     def _covering_reduction(self, full_width: int, full_height: int) -> int:
         fits = [r for r in _REDUCED_COLOR if full_width // r >= self.min_width and full_height // r >= self.min_height]
         return max(fits, default=1)
 
     def decode(self, msg: Any) -> np.ndarray:
+        """RGB at 1/``self.used_reduction`` of the image's full size."""
         image = compressed_to_rgb(msg, self.reduction)
+        self.used_reduction = self.reduction
         if self.reduction > 1 and (image.shape[1] < self.min_width or image.shape[0] < self.min_height):
-            self.reduction = 1  # the camera's resolution dropped: decode again at full size
+            self.used_reduction = 1  # the camera's resolution dropped: decode again at full size
             image = compressed_to_rgb(msg)
-        self.reduction = self._covering_reduction(image.shape[1] * self.reduction, image.shape[0] * self.reduction)
+        self.reduction = self._covering_reduction(image.shape[1] * self.used_reduction,
+                                                  image.shape[0] * self.used_reduction)
         return image
 
 

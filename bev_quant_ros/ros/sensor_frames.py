@@ -57,8 +57,10 @@ class SensorFrameBuilder:
         self.set_rig(rig)
 
     def set_rig(self, rig: Rig) -> None:
-        """JPEG reductions start from the rig's image sizes (the first frame is then not decoded at full size)."""
+        """JPEG reductions start from the rig's image sizes (the first frame is then not decoded at full size);
+        every image is checked against its camera's size (from CameraInfo when it came)."""
         cfg = self._model_config
+        self._camera_sizes = [(camera.width, camera.height) for camera in rig.cameras]
         self._decoders = [ScaledImageDecoder(cfg.image_width, cfg.image_height, camera.width, camera.height)
                           for camera in rig.cameras]
 
@@ -75,11 +77,27 @@ class SensorFrameBuilder:
             image = None
             if msg is not None:
                 try:
-                    image = self._decoders[index].decode(msg) if is_compressed(msg) else image_to_rgb(msg)
+                    image = self._decode(index, msg)
                 except InvalidMessageError as exc:
                     self._report(self._image_sources[index], exc)
             images.append(image)
         return images
+
+    def _decode(self, index: int, msg: Any) -> np.ndarray:
+        """RGB of one camera; an image whose size is not its camera's would be lifted with the wrong
+        intrinsics, so it is an error (that camera invalid for the frame), not a silent resize."""
+        if is_compressed(msg):
+            decoder = self._decoders[index]
+            image = decoder.decode(msg)
+            reduction = decoder.used_reduction
+        else:
+            image, reduction = image_to_rgb(msg), 1
+        width, height = self._camera_sizes[index]
+        if abs(image.shape[1] * reduction - width) >= reduction or abs(image.shape[0] * reduction - height) >= reduction:
+            raise InvalidMessageError(
+                f"image is {image.shape[1] * reduction}x{image.shape[0] * reduction}, its camera (CameraInfo or rig) "
+                f"is {width}x{height}", cause="size_differs_from_camera_info")
+        return image
 
     def _points(self, msg: Any) -> np.ndarray | None:
         if msg is None:

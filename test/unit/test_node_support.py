@@ -165,20 +165,48 @@ def test_stage_worker_survives_a_failing_item_and_stops_on_close():
     assert not worker.alive
 
 
+def _raw_image(width: int, height: int, encoding: str = "rgb8") -> SimpleNamespace:
+    pixels = np.random.default_rng(width).integers(0, 255, (height, width, 3), dtype=np.uint8)
+    return SimpleNamespace(height=height, width=width, encoding=encoding, step=3 * width, is_bigendian=0,
+                           data=pixels.tobytes())
+
+
 def test_sensor_frame_builder_reports_a_bad_message_and_keeps_the_rest_of_the_frame(tiny_model_config):
     rig = load_rig()
     reports = []
     builder = SensorFrameBuilder(rig, tiny_model_config, [f"cam{i}" for i in range(6)], "lidar",
-                                 lambda source, exc: reports.append((source, str(exc))))
-    good = SimpleNamespace(height=2, width=3, encoding="rgb8", step=9, is_bigendian=0,
-                           data=np.arange(18, dtype=np.uint8).tobytes())
-    bad = SimpleNamespace(height=2, width=3, encoding="yuv422", step=6, is_bigendian=0, data=bytes(12))
-    assembled = AssembledFrame(stamp_ns=5, images=[good, bad, None, good, good, good], camera_stamps_ns=[5] * 6,
-                               lidar_stamp_ns=4, lidar=SimpleNamespace(fields=[], data=b"", width=0, height=1,
-                                                                       point_step=0, row_step=0,
-                                                                       is_bigendian=False))
+                                 lambda source, exc: reports.append((source, exc.cause)))
+    width, height = rig.cameras[0].width, rig.cameras[0].height
+    good = _raw_image(width, height)
+    wrong_encoding = _raw_image(width, height, "yuv422")
+    smaller_than_camera_info = _raw_image(width // 2, height // 2)
+    empty_cloud = SimpleNamespace(fields=[SimpleNamespace(name=n, offset=4 * i, datatype=7, count=1)
+                                          for i, n in enumerate("xyz")], data=b"", width=0, height=1,
+                                  point_step=12, row_step=0, is_bigendian=False)
+    assembled = AssembledFrame(stamp_ns=5, images=[good, wrong_encoding, None, smaller_than_camera_info, good, good],
+                               camera_stamps_ns=[5] * 6, lidar_stamp_ns=4, lidar=empty_cloud)
     frame = builder.build(assembled, EgoPoses(np.eye(4), np.eye(4), np.zeros(3)))
-    assert frame.camera_valid.tolist() == [1, 0, 0, 1, 1, 1]
-    np.testing.assert_array_equal(frame.images[0], np.arange(18, dtype=np.uint8).reshape(2, 3, 3))
+    assert frame.camera_valid.tolist() == [1, 0, 0, 0, 1, 1]
+    np.testing.assert_array_equal(frame.images[0], np.frombuffer(good.data, np.uint8).reshape(height, width, 3))
     assert frame.points is None and frame.lidar_stamp_ns is None and frame.T_world_ego_lidar is None
-    assert sorted(source for source, _ in reports) == ["cam1", "lidar"]
+    assert sorted(reports) == [("cam1", "unsupported_encoding"), ("cam3", "size_differs_from_camera_info"),
+                               ("lidar", "empty_cloud")]
+
+
+def test_sensor_frame_builder_checks_compressed_images_at_their_full_size(tiny_model_config):
+    import cv2
+
+    rig = load_rig()
+    width, height = rig.cameras[0].width, rig.cameras[0].height
+    reports = []
+    builder = SensorFrameBuilder(rig, tiny_model_config, [f"cam{i}" for i in range(6)], "lidar",
+                                 lambda source, exc: reports.append((source, exc.cause)))
+
+    def jpeg(w: int, h: int) -> SimpleNamespace:
+        return SimpleNamespace(format="jpeg", data=cv2.imencode(".jpg", np.zeros((h, w, 3), np.uint8))[1].tobytes())
+
+    images = [jpeg(width, height)] * 5 + [jpeg(width * 2, height * 2)]
+    frame = builder.build(AssembledFrame(1, images, [1] * 6, None, None), EgoPoses(None, None, None))
+    assert frame.camera_valid.tolist() == [1, 1, 1, 1, 1, 0]
+    assert frame.images[0].shape[1] < width  # decoded at a reduction, still accepted as the camera's size
+    assert reports == [("cam5", "size_differs_from_camera_info")]
