@@ -26,7 +26,8 @@ import numpy as np
 from rosbags.rosbag2 import Reader
 
 from bev_quant_ros.evaluation.metrics import evaluate_detections
-from bev_quant_ros.sim.ground_truth import GT_TOPIC, detection_array_to_boxes, read_ground_truth
+from bev_quant_ros.ros.detection_encoding import detection_array_to_boxes
+from bev_quant_ros.sim.ground_truth import GT_TOPIC, read_ground_truth
 
 NODE_EXECUTABLE = "bev_perception_node"
 NODE_NAME = "bev_perception_node"

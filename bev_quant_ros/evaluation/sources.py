@@ -18,16 +18,22 @@ from typing import Iterator
 import numpy as np
 from rosbags.rosbag2 import Reader
 
-from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.errors import ConfigError, InvalidMessageError
-from bev_quant_ros.perception.geometry import CAMERA_ORDER
-from bev_quant_ros.ros.message_decoding import (compressed_to_rgb, image_to_rgb, odometry_to_pose, pointcloud_to_points,
-                                      stamp_to_ns)
-from bev_quant_ros.perception.pipeline import SensorFrame
-from bev_quant_ros.sim import CONDITIONS, generate_frames
-from bev_quant_ros.sim.ground_truth import GT_TOPIC, detection_array_to_boxes, make_typestore
+from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.perception.frame_assembly import FrameAssembler
+from bev_quant_ros.perception.geometry import CAMERA_ORDER
+from bev_quant_ros.perception.pipeline import SensorFrame
 from bev_quant_ros.perception.temporal import PoseBuffer
+from bev_quant_ros.ros.detection_encoding import detection_array_to_boxes, make_typestore
+from bev_quant_ros.ros.message_decoding import (
+    compressed_to_rgb,
+    image_to_rgb,
+    odometry_to_pose,
+    pointcloud_to_points,
+    stamp_to_ns,
+)
+from bev_quant_ros.sim import CONDITIONS, generate_frames
+from bev_quant_ros.sim.ground_truth import GT_TOPIC
 
 NS_PER_S = 1_000_000_000
 SYNTH_PREFIX = "synth:"

@@ -15,7 +15,14 @@ import numpy as np
 from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys.store import Typestore
 
-from bev_quant_ros.ros.bag_types import VISION_MSGS, make_header, typestore_with
+from bev_quant_ros.perception.boxes import Boxes3D
+from bev_quant_ros.ros.bag_types import make_header, typestore_with
+from bev_quant_ros.ros.detection_encoding import (
+    DetectionMessageClasses,
+    build_detection_array,
+    make_typestore,
+    rosbags_message_classes,
+)
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 START_NS = 1_700_000_000_000_000_000  # a plausible epoch stamp, far from zero
@@ -58,27 +65,18 @@ def _tf_static(ts: Typestore, stamp_ns: int):
     return T["tf2_msgs/msg/TFMessage"](transforms=transforms)
 
 
-def _detections(ts: Typestore, stamp_ns: int, k: int):
-    T = ts.types
-    point = T["geometry_msgs/msg/Point"](x=10.0 + k, y=-2.0, z=0.5)
-    identity = T["geometry_msgs/msg/Quaternion"](x=0.0, y=0.0, z=0.0, w=1.0)
-    pose = T["geometry_msgs/msg/Pose"](position=point, orientation=identity)
-    hypothesis = T["vision_msgs/msg/ObjectHypothesisWithPose"](
-        hypothesis=T["vision_msgs/msg/ObjectHypothesis"](class_id="car", score=0.5 + 0.01 * k),
-        pose=T["geometry_msgs/msg/PoseWithCovariance"](pose=pose, covariance=np.zeros(36)))
-    detection = T["vision_msgs/msg/Detection3D"](
-        header=make_header(ts, stamp_ns, "base_link"), results=[hypothesis],
-        bbox=T["vision_msgs/msg/BoundingBox3D"](center=pose,
-                                                size=T["geometry_msgs/msg/Vector3"](x=4.5, y=1.9, z=1.6)),
-        id=f"track-{k}")
-    return T["vision_msgs/msg/Detection3DArray"](header=make_header(ts, stamp_ns, "base_link"),
-                                                 detections=[detection])
+def _detections(classes: DetectionMessageClasses, stamp_ns: int, k: int):
+    """One car, 1 m further ahead in each message, in the node's detection encoding."""
+    car = Boxes3D(np.array([[10.0 + k, -2.0, 0.5]]), np.array([[4.5, 1.9, 1.6]]), np.zeros(1), np.zeros((1, 2)),
+                  ["car"], np.array([0.5 + 0.01 * k]))
+    return build_detection_array(classes, car, [f"track-{k}"], stamp_ns, "base_link")
 
 
 def write_sample_bag(path: Path, storage: str = "mcap",
                      layout: SampleBagLayout = SampleBagLayout()) -> None:
     """Write the mixed sample bag (see module docstring) to the new directory ``path``."""
-    ts = typestore_with(VISION_MSGS)
+    ts = make_typestore()
+    detection_classes = rosbags_message_classes(ts)
     rng = np.random.default_rng(0)
     with Writer(path, version=9, storage_plugin=STORAGES[storage]) as writer:
         def connection(topic: str, msgtype: str):
@@ -96,7 +94,7 @@ def write_sample_bag(path: Path, storage: str = "mcap",
                            lambda _, stamp: _image(ts, stamp, rng.integers(0, 256, (*layout.image_shape, 3),
                                                                            np.uint8), "CAM_FRONT"))
         messages += stream("/detections", "vision_msgs/msg/Detection3DArray", layout.detections_hz,
-                           3_000_000, lambda k, stamp: _detections(ts, stamp, k))
+                           3_000_000, lambda k, stamp: _detections(detection_classes, stamp, k))
         for (conn, msgtype), stamp, message in sorted(messages, key=lambda m: m[1]):
             writer.write(conn, stamp, ts.serialize_cdr(message, msgtype))
 

@@ -6,15 +6,14 @@ import array
 
 import numpy as np
 from builtin_interfaces.msg import Time
-from geometry_msgs.msg import Pose, Vector3
 from sensor_msgs.msg import Image, PointCloud2, PointField
 from std_msgs.msg import Header
 from vision_msgs.msg import Detection3D, Detection3DArray, ObjectHypothesisWithPose
 from visualization_msgs.msg import Marker, MarkerArray
 
 from bev_quant_ros.perception.boxes import Boxes3D
+from bev_quant_ros.ros.detection_encoding import BoxFields, DetectionMessageClasses, build_detection_array
 from bev_quant_ros.ros.message_decoding import LIDAR_FIELDS, NS_PER_S
-from bev_quant_ros.sim.ground_truth import VELOCITY_HYPOTHESIS
 
 
 def ns_to_stamp(stamp_ns: int) -> Time:
@@ -49,54 +48,13 @@ def points_to_pointcloud(points: np.ndarray, stamp_ns: int, frame_id: str) -> Po
     return msg
 
 
-class _BoxFields:
-    """A Boxes3D as Python floats, converted once per message: per-element numpy -> float
-    conversions and message constructors with keyword arguments (which build every default
-    sub-message and then replace it) made a 35-box Detection3DArray cost 1.4 ms."""
-
-    def __init__(self, boxes: Boxes3D) -> None:
-        self.centers = boxes.centers.tolist()
-        self.sizes = boxes.sizes.tolist()
-        half_yaw = np.asarray(boxes.yaws, dtype=np.float64) / 2.0
-        self.quaternion_zw = np.stack([np.sin(half_yaw), np.cos(half_yaw)], axis=-1).tolist()
-        self.velocities = boxes.velocities.tolist()
-        self.scores = (boxes.scores if boxes.scores is not None else np.ones(len(boxes))).tolist()
-
-    def fill_pose(self, pose: Pose, i: int) -> None:
-        """Box centre and yaw (about +z) into an existing Pose."""
-        position, orientation = pose.position, pose.orientation
-        position.x, position.y, position.z = self.centers[i]
-        orientation.z, orientation.w = self.quaternion_zw[i]
-
-    def fill_size(self, size: Vector3, i: int) -> None:
-        size.x, size.y, size.z = self.sizes[i]
+# default-message constructors of the rclpy classes, filled in place by the shared builder
+_RCLPY_CLASSES = DetectionMessageClasses(Detection3DArray, Detection3D, ObjectHypothesisWithPose)
 
 
 def boxes_to_detection_array(boxes: Boxes3D, stamp_ns: int, frame_id: str) -> Detection3DArray:
-    """Detection3DArray in the encoding of ``sim/ground_truth.py``.
-
-    ``results[0]``: class in ``class_id`` with the score, pose = box centre;
-    ``results[1]``: ``class_id`` "velocity", score 0, ``pose.pose.position`` = (vx, vy, 0) m/s
-    (Detection3D has no twist); ``bbox``: centre, yaw and size (l, w, h).
-    """
-    msg = Detection3DArray()
-    msg.header.stamp, msg.header.frame_id = ns_to_stamp(stamp_ns), frame_id
-    fields = _BoxFields(boxes)
-    detections = []
-    for i in range(len(boxes)):
-        detection = Detection3D()
-        detection.header, detection.id = msg.header, str(i)
-        hypothesis, velocity = ObjectHypothesisWithPose(), ObjectHypothesisWithPose()
-        hypothesis.hypothesis.class_id, hypothesis.hypothesis.score = boxes.class_names[i], fields.scores[i]
-        fields.fill_pose(hypothesis.pose.pose, i)
-        velocity.hypothesis.class_id = VELOCITY_HYPOTHESIS
-        velocity.pose.pose.position.x, velocity.pose.pose.position.y = fields.velocities[i]
-        detection.results = [hypothesis, velocity]
-        fields.fill_pose(detection.bbox.center, i)
-        fields.fill_size(detection.bbox.size, i)
-        detections.append(detection)
-    msg.detections = detections
-    return msg
+    """Detection3DArray of the node in the encoding of ``detection_encoding``; ``id`` = index in the array."""
+    return build_detection_array(_RCLPY_CLASSES, boxes, [str(i) for i in range(len(boxes))], stamp_ns, frame_id)
 
 
 CLASS_COLORS_RGB = {"car": (0.1, 0.6, 1.0), "truck": (0.2, 0.2, 1.0), "pedestrian": (1.0, 0.4, 0.1),
@@ -108,7 +66,7 @@ def boxes_to_markers(boxes: Boxes3D, stamp_ns: int, frame_id: str, lifetime_s: f
     markers = MarkerArray(markers=[Marker(action=Marker.DELETEALL)])
     markers.markers[0].header.frame_id = frame_id
     header = Header(stamp=ns_to_stamp(stamp_ns), frame_id=frame_id)
-    fields = _BoxFields(boxes)
+    fields = BoxFields(boxes)
     for i in range(len(boxes)):
         marker = Marker()
         marker.header, marker.ns, marker.id = header, boxes.class_names[i], i

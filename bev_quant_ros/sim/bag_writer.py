@@ -12,8 +12,10 @@ Topics (bag receive time = camera trigger stamp of the frame; header stamps carr
 | ``/tf_static`` | tf2_msgs/TFMessage base_link -> cameras, lidar | once, transient-local QoS |
 | ``/ground_truth/objects`` | vision_msgs/Detection3DArray | every frame (see ground_truth.py) |
 
-The bag is written into a hidden sibling directory and renamed into place only
-when complete, so an interrupted run never leaves a bag that looks valid.
+The bag is written, under its final name, inside a hidden sibling directory and
+renamed into place only when complete, so an interrupted run never leaves a bag
+that looks valid; the final name already while writing because rosbags names the
+data file (``<name>.mcap`` / ``<name>.db3``, in metadata.yaml) after the bag directory.
 """
 
 from __future__ import annotations
@@ -31,10 +33,16 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from bev_quant_ros.errors import ConfigError
-from bev_quant_ros.ros.bag_types import make_header
 from bev_quant_ros.perception.geometry import Rig, matrix_to_translation_quaternion
+from bev_quant_ros.ros.bag_types import make_header
+from bev_quant_ros.ros.detection_encoding import (
+    DETECTION3D_ARRAY,
+    build_detection_array,
+    make_typestore,
+    rosbags_message_classes,
+)
 from bev_quant_ros.sim.frames import SimFrame
-from bev_quant_ros.sim.ground_truth import DETECTION3D_ARRAY, GT_TOPIC, boxes_to_detection_array, make_typestore
+from bev_quant_ros.sim.ground_truth import GT_TOPIC
 
 ODOM_FRAME, BASE_FRAME = "odom", "base_link"
 LIDAR_TOPIC, ODOM_TOPIC = "/lidar/points", "/odom"
@@ -69,17 +77,18 @@ def write_bag(out_dir: str | Path, frames: Iterable[SimFrame], rig: Rig, compres
     parent = out.resolve().parent
     if not parent.is_dir() or not os.access(parent, os.W_OK):
         raise ConfigError(f"cannot write into {parent}: not a writable directory")
-    tmp = parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(tmp, ignore_errors=True)
+    staging = parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
     start = time.perf_counter()
     try:
-        frame_count, object_count = _write(tmp, frames, rig, compressed, STORAGE_PLUGINS[storage], jpeg_quality)
+        staging.mkdir()
+        frame_count, object_count = _write(staging / out.name, frames, rig, compressed, STORAGE_PLUGINS[storage],
+                                           jpeg_quality)
         if out.exists():
             out.rmdir()
-        tmp.rename(out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+        (staging / out.name).rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     return BagSummary(out, frame_count, object_count, size / 1e6, time.perf_counter() - start)
 
@@ -88,6 +97,7 @@ def _write(path: Path, frames: Iterable[SimFrame], rig: Rig, compressed: bool, p
            jpeg_quality: int) -> tuple[int, int]:
     store = make_typestore()
     t = store.types
+    detection_classes = rosbags_message_classes(store)
     frame_count = object_count = 0
     last_sweep: int | None = None
     with Writer(path, version=9, storage_plugin=plugin) as writer:
@@ -123,7 +133,8 @@ def _write(path: Path, frames: Iterable[SimFrame], rig: Rig, compressed: bool, p
                 write(c_info, ns, _camera_info(store, cam, header))
                 write(c_image, ns, _compressed(store, image, header, jpeg_quality) if compressed
                       else _image(store, image, header))
-            write(c_gt, ns, boxes_to_detection_array(store, frame.gt, frame.gt_track_ids, ns))
+            track_ids = [str(int(track)) for track in frame.gt_track_ids]
+            write(c_gt, ns, build_detection_array(detection_classes, frame.gt, track_ids, ns, BASE_FRAME))
             frame_count += 1
             object_count += len(frame.gt)
     return frame_count, object_count

@@ -77,7 +77,7 @@ def test_bad_data_paths(tmp_path, tiny_model_path, capsys):
 def test_bag_without_ground_truth_is_rejected(tmp_path):
     from rosbags.rosbag2 import Writer
 
-    from bev_quant_ros.sim.ground_truth import make_typestore
+    from bev_quant_ros.ros.detection_encoding import make_typestore
 
     store = make_typestore()
     with Writer(tmp_path / "bag", version=9) as writer:

@@ -10,14 +10,26 @@ from rclpy.serialization import deserialize_message, serialize_message
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2, PointField
 from vision_msgs.msg import Detection3DArray
 
-from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.errors import InvalidMessageError
+from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.perception.geometry import quaternion_to_yaw
-from bev_quant_ros.sim.ground_truth import detection_array_to_boxes
-from bev_quant_ros.ros.message_decoding import (ScaledImageDecoder, camera_info_to_intrinsics, compressed_to_rgb,
-                                      image_to_rgb, odometry_to_pose, pointcloud_to_points, stamp_to_ns)
-from bev_quant_ros.ros.message_encoding import (boxes_to_detection_array, boxes_to_markers, ns_to_stamp,
-                                       points_to_pointcloud, rgb_to_image)
+from bev_quant_ros.ros.detection_encoding import detection_array_to_boxes
+from bev_quant_ros.ros.message_decoding import (
+    ScaledImageDecoder,
+    camera_info_to_intrinsics,
+    compressed_to_rgb,
+    image_to_rgb,
+    odometry_to_pose,
+    pointcloud_to_points,
+    stamp_to_ns,
+)
+from bev_quant_ros.ros.message_encoding import (
+    boxes_to_detection_array,
+    boxes_to_markers,
+    ns_to_stamp,
+    points_to_pointcloud,
+    rgb_to_image,
+)
 
 RNG = np.random.default_rng(7)
 RGB = RNG.integers(0, 256, (45, 80, 3), dtype=np.uint8)
@@ -140,9 +152,10 @@ def test_bad_pointclouds_raise_with_cause():
     no_z.fields = [f for f in no_z.fields if f.name != "z"]
     with pytest.raises(InvalidMessageError, match="no 'z' field"):
         pointcloud_to_points(no_z)
-    good.width = 11  # claims more points than the data holds
-    with pytest.raises(InvalidMessageError, match="does not match"):
+    good.width = 11  # claims more points than its row_step (and data) holds
+    with pytest.raises(InvalidMessageError, match="cannot hold 11 points") as info:
         pointcloud_to_points(good)
+    assert info.value.cause == "bad_point_step"
 
 
 def test_camera_info_and_odometry():

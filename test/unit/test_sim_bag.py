@@ -11,10 +11,11 @@ import yaml
 from rosbags.rosbag2 import Reader
 
 from bev_quant_ros.perception.geometry import load_rig
+from bev_quant_ros.ros.detection_encoding import make_typestore
 from bev_quant_ros.sim import cli as synth_cli
 from bev_quant_ros.sim import generate_frames
 from bev_quant_ros.sim.bag_writer import write_bag
-from bev_quant_ros.sim.ground_truth import make_typestore, read_ground_truth
+from bev_quant_ros.sim.ground_truth import read_ground_truth
 
 CAMS = load_rig().camera_names
 FRAMES = 4  # two lidar sweeps at 30/10 Hz
@@ -53,6 +54,16 @@ def test_topics_types_counts(bag, capsys):
     assert _storage(bag) == "mcap"
 
 
+def test_bag_files_are_named_after_the_bag(bag):
+    # rosbags names the data file after the directory it writes; the bag is staged under its final name
+    names = sorted(p.name for p in bag.iterdir())
+    assert names == ["day.mcap", "metadata.yaml"]
+    meta = yaml.safe_load((bag / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert meta["relative_file_paths"] == ["day.mcap"]
+    assert [f["path"] for f in meta["files"]] == ["day.mcap"]
+    assert [p.name for p in bag.parent.iterdir()] == ["day"]  # no staging directory left beside it
+
+
 def test_content_round_trip(bag):
     frames = list(generate_frames(9, "day", FRAMES))
     store = make_typestore()
@@ -85,8 +96,8 @@ def test_content_round_trip(bag):
 
 
 def test_rclpy_deserializes_every_topic(bag):
-    from rclpy.serialization import deserialize_message
     from nav_msgs.msg import Odometry
+    from rclpy.serialization import deserialize_message
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
     classes = {"sensor_msgs/msg/Image": Image, "sensor_msgs/msg/CameraInfo": CameraInfo,
@@ -126,6 +137,7 @@ def test_compressed_sqlite3(tmp_path):
         topics = {c.topic: c.msgtype for c in reader.connections}
     assert topics["/CAM_FRONT/image_raw/compressed"] == "sensor_msgs/msg/CompressedImage"
     assert _storage(out) == "sqlite3"
+    assert sorted(p.name for p in out.iterdir()) == ["metadata.yaml", "rain.db3"]
 
 
 @pytest.mark.parametrize("argv, message", [
