@@ -2,7 +2,7 @@
 
 The same object serves the ROS node, offline bag evaluation, calibration and
 benchmarks (docs/architecture.md §1), so they cannot drift apart. It takes an already
-assembled :class:`SensorFrame` (the node builds it with ``sync.FrameAssembler``,
+assembled :class:`SensorFrame` (the node builds it with ``FrameAssembler`` (perception/frame_assembly.py),
 offline tools from bags or the simulator) and returns detections plus per-stage
 timings. No ROS imports.
 """

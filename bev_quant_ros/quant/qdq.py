@@ -2,7 +2,7 @@
 
 Two flavours of one calibration and one precision plan:
 
-* ``tensorrt`` — the TensorRT-consumable form (docs/architecture.md §3, ENVIRONMENT.md):
+* ``tensorrt`` — the TensorRT-consumable form (docs/architecture.md §3):
   symmetric signed int8 activations and weights, per-channel weights, bias float.
 * ``cpu`` — what ONNX Runtime's x86 int8 kernels run fastest: unsigned activations
   with a zero point (u8 x s8, the VNNI instruction's operand types), same weights.

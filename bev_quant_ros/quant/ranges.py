@@ -6,7 +6,7 @@ All four work on `TensorStats` (no second pass over the data):
 * ``percentile``: the given percentile of |x| (e.g. 99.99).
 * ``entropy``: TensorRT's KL-divergence method, implemented here because
   ONNX Runtime's `quantize_static` silently degrades Entropy to MinMax
-  (ENVIRONMENT.md): the threshold whose 128-level quantized histogram stays
+  (docs/architecture.md §3): the threshold whose 128-level quantized histogram stays
   closest (KL) to the clipped reference histogram.
 * ``mse``: the threshold minimising the expected squared error, clipping error
   (|x| - T)^2 above T plus uniform rounding error step^2/12 below.
