@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         pipeline = BevPipeline.from_model(args.model, backend=args.backend, score_threshold=args.score_threshold)
-        frames, condition = frames_from_spec(args.data)
+        frames, condition = frames_from_spec(args.data, pipeline)
         summary = run_pipeline(pipeline, frames).summary(condition)
     except BevQuantError as exc:
         print(f"evaluate: {exc}", file=sys.stderr)

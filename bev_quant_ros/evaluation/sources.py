@@ -11,9 +11,10 @@ Data spec strings (CLI ``--data``): a bag directory, or
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import numpy as np
 from rosbags.rosbag2 import Reader
@@ -21,20 +22,17 @@ from rosbags.rosbag2 import Reader
 from bev_quant_ros.errors import ConfigError, InvalidMessageError
 from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.perception.frame_assembly import FrameAssembler
-from bev_quant_ros.perception.geometry import CAMERA_ORDER
-from bev_quant_ros.perception.pipeline import SensorFrame
+from bev_quant_ros.perception.geometry import CAMERA_ORDER, Rig
+from bev_quant_ros.perception.model_config import ModelConfig
+from bev_quant_ros.perception.pipeline import BevPipeline, SensorFrame
 from bev_quant_ros.perception.temporal import PoseBuffer
 from bev_quant_ros.ros.detection_encoding import detection_array_to_boxes, make_typestore
-from bev_quant_ros.ros.message_decoding import (
-    compressed_to_rgb,
-    image_to_rgb,
-    odometry_to_pose,
-    pointcloud_to_points,
-    stamp_to_ns,
-)
+from bev_quant_ros.ros.message_decoding import odometry_to_pose, stamp_to_ns
+from bev_quant_ros.ros.sensor_frames import EgoPoses, SensorFrameBuilder
 from bev_quant_ros.sim import CONDITIONS, generate_frames
 from bev_quant_ros.sim.ground_truth import GT_TOPIC
 
+LOG = logging.getLogger(__name__)
 NS_PER_S = 1_000_000_000
 SYNTH_PREFIX = "synth:"
 
@@ -88,11 +86,13 @@ def synth_frames(spec: SynthSpec) -> Iterator[EvalFrame]:
         yield EvalFrame(sensors, f.gt, f.gt_num_lidar_points, f.condition)
 
 
-def bag_frames(bag_dir: str | Path, camera_names: tuple[str, ...] = CAMERA_ORDER,
-               lidar_topic: str = "/lidar/points", odom_topic: str = "/odom", sync_slop_s: float = 0.02,
-               camera_timeout_s: float = 0.1, max_lidar_age_s: float = 0.2,
-               condition: str = "bag") -> Iterator[EvalFrame]:
-    """Frames of a bag, assembled like the node does; only frames with ground truth are yielded."""
+def bag_frames(bag_dir: str | Path, rig: Rig, model_config: ModelConfig,
+               camera_names: tuple[str, ...] = CAMERA_ORDER, lidar_topic: str = "/lidar/points",
+               odom_topic: str = "/odom", sync_slop_s: float = 0.02, camera_timeout_s: float = 0.1,
+               max_lidar_age_s: float = 0.2, condition: str = "bag") -> Iterator[EvalFrame]:
+    """Frames of a bag, assembled and decoded like the node does (its FrameAssembler and
+    SensorFrameBuilder); only frames with ground truth are yielded. A message that cannot be
+    decoded is logged once per topic and cause and left out of its frame, as in the node."""
     bag_dir = Path(bag_dir)
     if not (bag_dir / "metadata.yaml").is_file():
         raise ConfigError(f"{bag_dir} is not a rosbag2 directory (no metadata.yaml)")
@@ -107,6 +107,8 @@ def bag_frames(bag_dir: str | Path, camera_names: tuple[str, ...] = CAMERA_ORDER
     poses = PoseBuffer()
     ground_truth: dict[int, Boxes3D] = {}
     pending: list = []
+    image_topics = list(camera_index)[::2]
+    builder = SensorFrameBuilder(rig, model_config, image_topics, lidar_topic, _log_bad_input())
     with Reader(bag_dir) as reader:
         wanted = set(camera_index) | {lidar_topic, odom_topic, GT_TOPIC}
         connections = [c for c in reader.connections if c.topic in wanted]
@@ -128,33 +130,40 @@ def bag_frames(bag_dir: str | Path, camera_names: tuple[str, ...] = CAMERA_ORDER
             else:
                 ground_truth[stamp] = detection_array_to_boxes(msg)
             pending += assembler.poll()
-            yield from _ready(pending, ground_truth, poses, condition)
+            yield from _ready(pending, ground_truth, poses, builder, condition)
     pending += assembler.poll()
     bag_time_s[0] += 1e6  # end of bag: every incomplete set times out
     pending += assembler.poll()
-    yield from _ready(pending, ground_truth, poses, condition, flush=True)
+    yield from _ready(pending, ground_truth, poses, builder, condition, flush=True)
 
 
-def _ready(pending: list, ground_truth: dict[int, Boxes3D], poses: PoseBuffer, condition: str,
-           flush: bool = False) -> Iterator[EvalFrame]:
+def _log_bad_input() -> Callable[[str, InvalidMessageError], None]:
+    """A reporter that warns once per topic and cause (a long drive must not flood the terminal)."""
+    seen: set[str] = set()
+
+    def report(source: str, exc: InvalidMessageError) -> None:
+        key = f"{source}: {exc.cause}"
+        if key not in seen:
+            seen.add(key)
+            LOG.warning("%s: %s (further ones not shown)", key, exc)
+    return report
+
+
+def _ready(pending: list, ground_truth: dict[int, Boxes3D], poses: PoseBuffer, builder: SensorFrameBuilder,
+           condition: str, flush: bool = False) -> Iterator[EvalFrame]:
     """Yield assembled frames whose ground truth has been read (it may come after the images)."""
     while pending and (pending[0].stamp_ns in ground_truth or flush):
         assembled = pending.pop(0)
         if assembled.stamp_ns not in ground_truth:
             continue
-        images = [None if m is None else compressed_to_rgb(m) if hasattr(m, "format") else image_to_rgb(m)
-                  for m in assembled.images]
-        points = None if assembled.lidar is None else pointcloud_to_points(assembled.lidar)
-        lidar_stamp = assembled.lidar_stamp_ns if points is not None else None
-        sensors = SensorFrame(assembled.stamp_ns, images, points, lidar_stamp, poses.pose_at(assembled.stamp_ns),
-                              None if lidar_stamp is None else poses.pose_at(lidar_stamp),
-                              None if lidar_stamp is None else poses.velocity_at(lidar_stamp))
+        sensors = builder.build(assembled, EgoPoses.look_up(poses, assembled.stamp_ns, assembled.lidar_stamp_ns))
         yield EvalFrame(sensors, ground_truth.pop(assembled.stamp_ns), None, condition)
 
 
-def frames_from_spec(data: str) -> tuple[Iterator[EvalFrame], str]:
-    """Frames and a condition label for a ``--data`` string (bag dir or synth spec)."""
+def frames_from_spec(data: str, pipeline: BevPipeline) -> tuple[Iterator[EvalFrame], str]:
+    """Frames and a condition label for a ``--data`` string (bag dir or synth spec), decoded for
+    ``pipeline``'s model input and rig as the node would."""
     if data.startswith(SYNTH_PREFIX):
         spec = SynthSpec.parse(data)
         return synth_frames(spec), spec.condition
-    return bag_frames(data), "bag"
+    return bag_frames(data, pipeline.rig, pipeline.model_config), "bag"

@@ -26,8 +26,8 @@ def bag(tmp_path_factory):
     return path
 
 
-def test_bag_replay_equals_in_memory_frames(bag, tiny_model_path):
-    from_bag = list(bag_frames(bag))
+def test_bag_replay_equals_in_memory_frames(bag, tiny_model_path, tiny_model_config):
+    from_bag = list(bag_frames(bag, load_rig(), tiny_model_config))
     in_memory = list(synth_frames(SPEC))
     assert [f.sensors.stamp_ns for f in from_bag] == [f.sensors.stamp_ns for f in in_memory]
     for a, b in zip(from_bag, in_memory):
@@ -67,14 +67,14 @@ def test_bad_synth_specs(data, message):
         SynthSpec.parse(data)
 
 
-def test_bad_data_paths(tmp_path, tiny_model_path, capsys):
+def test_bad_data_paths(tmp_path, tiny_model_path, tiny_model_config, capsys):
     with pytest.raises(ConfigError, match="not a rosbag2 directory"):
-        next(bag_frames(tmp_path))
+        next(bag_frames(tmp_path, load_rig(), tiny_model_config))
     assert bev_quant(["evaluate", "--data", str(tmp_path), "--model", str(tiny_model_path)]) == 2
     assert "not a rosbag2 directory" in capsys.readouterr().err
 
 
-def test_bag_without_ground_truth_is_rejected(tmp_path):
+def test_bag_without_ground_truth_is_rejected(tmp_path, tiny_model_config):
     from rosbags.rosbag2 import Writer
 
     from bev_quant_ros.ros.detection_encoding import make_typestore
@@ -89,4 +89,4 @@ def test_bag_without_ground_truth_is_rejected(tmp_path):
                     data=np.zeros(3, np.uint8))
         writer.write(connection, 1_000_000_000, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
     with pytest.raises(InvalidMessageError, match="no /ground_truth/objects"):
-        next(bag_frames(tmp_path / "bag"))
+        next(bag_frames(tmp_path / "bag", load_rig(), tiny_model_config))
