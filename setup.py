@@ -1,10 +1,32 @@
 """ament_python package definition; exact versions live in requirements/venv.txt only."""
 
+import os
 from glob import glob
 
 from setuptools import find_packages, setup
+from setuptools.command.install_scripts import install_scripts
 
 PACKAGE = "bev_quant_ros"
+# setup.cfg puts console scripts in lib/<pkg>, where `ros2 run` looks; these are user tools
+# and go to <prefix>/bin instead, so they are on PATH once the install is sourced.
+PATH_SCRIPTS = frozenset({"bev-quant"})
+
+
+class InstallScripts(install_scripts):
+    """`setup.py install` (colcon): PATH_SCRIPTS into <prefix>/bin, the rest into lib/<pkg>.
+
+    A wheel (pip) writes no scripts here: pip puts every console script in bin/.
+    """
+
+    def write_script(self, script_name: str, contents: str, mode: str = "t", *ignored) -> None:
+        scripts_dir = self.install_dir
+        if script_name in PATH_SCRIPTS:
+            # install_data is the prefix (re-rooted under --root), so this is <prefix>/bin.
+            self.install_dir = os.path.join(self.get_finalized_command("install").install_data, "bin")
+        try:
+            super().write_script(script_name, contents, mode, *ignored)
+        finally:
+            self.install_dir = scripts_dir
 
 
 def _share(subdir: str, pattern: str) -> tuple[str, list[str]]:
@@ -21,7 +43,9 @@ setup(
         _share("launch", "*.launch.py"),
         _share("config", "*.yaml"),
         _share("models", "*"),
+        _share("schema", "*.json"),
     ],
+    cmdclass={"install_scripts": InstallScripts},
     install_requires=[
         "numpy",
         "opencv-python-headless",
