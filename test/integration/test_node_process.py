@@ -13,13 +13,6 @@ from integration.ros_helpers import installed_executable, spin_until, start_proc
 NODE = "bev_perception_node"
 
 
-@pytest.fixture()
-def ros_context():
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
-
-
 def test_node_publishes_diagnostics_with_its_status(ros_context, tiny_model_path):
     process = start_process([installed_executable(NODE), "--ros-args", "-p", f"model_path:={tiny_model_path}",
                              "-p", "precision:=fp32", "-p", "diagnostics_period_s:=0.5"])

@@ -15,13 +15,6 @@ from bev_quant_ros.replay.sample_bag import write_sample_bag
 from integration.ros_helpers import spin_until
 
 
-@pytest.fixture()
-def ros_context():
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
-
-
 def test_looping_player_in_a_thread_stops_on_its_event(ros_context, tmp_path):
     write_sample_bag(tmp_path / "bag", "mcap")
     listener = rclpy.create_node("replay_api_listener")

@@ -21,8 +21,8 @@ from rosgraph_msgs.msg import Clock
 
 from bev_quant_ros.replay.bag_source import BagSource
 from bev_quant_ros.replay.ros_player import message_class
-from bev_quant_ros.ros.bag_types import typestore_with
 from bev_quant_ros.replay.sample_bag import START_NS, write_sample_bag
+from bev_quant_ros.ros.bag_types import typestore_with
 from integration.ros_helpers import installed_executable, spin_until, start_process, stop_process
 
 TIMED_TOPICS = ("/chatter", "/camera/image_raw", "/detections")
@@ -36,13 +36,6 @@ def bags(tmp_path_factory) -> dict[str, Path]:
     for storage in ("mcap", "sqlite3"):
         write_sample_bag(root / storage, storage)
     return {storage: root / storage for storage in ("mcap", "sqlite3")}
-
-
-@pytest.fixture()
-def ros_context():
-    rclpy.init()
-    yield
-    rclpy.try_shutdown()
 
 
 def expected_messages(bag: Path) -> dict[str, list[tuple[int, object]]]:

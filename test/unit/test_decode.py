@@ -8,12 +8,17 @@ import math
 import numpy as np
 import pytest
 
-from bev_quant_ros.perception.boxes import CLASS_NAMES, Boxes3D
-from bev_quant_ros.perception.box_decoding import (DecodeConfig, cell_centers, center_to_cell_offset, decode,
-                                  offset_to_center)
 from bev_quant_ros.engine.contract import BOX_REG_CHANNELS
 from bev_quant_ros.errors import ConfigError, ModelContractError
 from bev_quant_ros.evaluation.metrics import EvalConfig, evaluate_detections
+from bev_quant_ros.perception.box_decoding import (
+    DecodeConfig,
+    cell_centers,
+    center_to_cell_offset,
+    decode,
+    offset_to_center,
+)
+from bev_quant_ros.perception.boxes import CLASS_NAMES, Boxes3D
 
 # 10 rows × 2 m along x, 40 columns × 1 m along y: unequal cells catch x/y mix-ups
 HO, WO = 10, 40

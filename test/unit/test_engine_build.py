@@ -12,8 +12,6 @@ import pytest
 from bev_quant_ros.engine.build import BuildOptions, CacheKey, engine_paths, ensure_engine, import_tensorrt
 from bev_quant_ros.errors import ConfigError, EngineBuildError, ModelContractError
 
-from .engine_fixtures import tiny_models  # noqa: F401
-
 RTX = "tensorrt_rtx"
 needs_rtx = pytest.mark.skipif(importlib.util.find_spec(RTX) is None,
                                reason="tensorrt_rtx not installed (pip install tensorrt-rtx-cu13): "

@@ -8,12 +8,13 @@ import onnx
 import pytest
 
 from bev_quant_ros.engine.factory import create_engine
-from bev_quant_ros.engine.io_check import TensorSpec, check_contract, onnx_specs, read_onnx
+from bev_quant_ros.engine.io_check import TensorSpec, check_contract, onnx_precision, onnx_specs, read_onnx
 from bev_quant_ros.errors import ModelContractError
-
-from .engine_fixtures import TinyDims, build_tiny_model
+from bev_quant_ros.perception.model_config import model_config_for_onnx
+from tiny_model import TinyDims, build_tiny_model
 
 DIMS = TinyDims()
+MODELS = Path(__file__).resolve().parents[2] / "models"
 
 
 def _save(model: onnx.ModelProto, tmp_path: Path, name: str) -> Path:
@@ -112,3 +113,17 @@ def test_not_an_onnx_file(tmp_path, content):
 def test_missing_file(tmp_path):
     with pytest.raises(ModelContractError, match="does not exist"):
         create_engine(tmp_path / "absent.onnx", backend="onnxruntime")
+
+
+@pytest.mark.parametrize(("name", "precision"), [("bev_tiny.onnx", "fp32"), ("bev_tiny.int8.onnx", "int8"),
+                                                 ("bev_tiny.int8_cpu.onnx", "int8")])
+def test_shipped_model_matches_its_config(name, precision):
+    path = MODELS / name
+    cfg = model_config_for_onnx(path)
+    model = read_onnx(path)
+    inputs, outputs = onnx_specs(model)
+    assert {s.name: s.shape for s in inputs} == cfg.input_shapes()
+    assert {s.name: s.shape for s in outputs} == cfg.output_shapes()
+    assert check_contract(inputs, outputs, expected_dims=cfg.symbols()) == cfg.symbols()
+    assert onnx_precision(model) == precision
+    assert path.stat().st_size <= 20e6

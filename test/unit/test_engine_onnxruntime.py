@@ -12,12 +12,13 @@ import onnxruntime as ort
 import pytest
 
 from bev_quant_ros.engine.base import FRAME_INPUTS
-from bev_quant_ros.engine.factory import create_engine
 from bev_quant_ros.engine.contract import CONTRACT_INPUTS, CONTRACT_OUTPUTS
+from bev_quant_ros.engine.factory import create_engine
 from bev_quant_ros.engine.onnxruntime_backend import OnnxRuntimeEngine
 from bev_quant_ros.errors import ConfigError, EngineInputError, ModelContractError
+from tiny_model import TinyDims, build_tiny_model
 
-from .engine_fixtures import TinyDims, build_tiny_model, random_frame, tiny_models, with_state  # noqa: F401
+from .engine_fixtures import random_frame, with_state
 
 DIMS = TinyDims()
 OUTPUTS = list(CONTRACT_OUTPUTS)

@@ -9,11 +9,12 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from bev_quant_ros.engine.factory import create_engine, tensorrt_available
 from bev_quant_ros.engine.contract import CONTRACT_OUTPUTS
+from bev_quant_ros.engine.factory import create_engine, tensorrt_available
 from bev_quant_ros.engine.onnxruntime_backend import OnnxRuntimeEngine
+from tiny_model import TinyDims
 
-from .engine_fixtures import TinyDims, random_frame, tiny_models  # noqa: F401
+from .engine_fixtures import random_frame
 
 AVAILABLE, REASON = tensorrt_available()
 pytestmark = pytest.mark.skipif(not AVAILABLE, reason=f"TensorRT backend cannot run here: {REASON}")

@@ -7,7 +7,11 @@ import pytest
 
 from bev_quant_ros.errors import ConfigError
 from bev_quant_ros.perception.geometry import (
-    CAMERA_ORDER, load_rig, matrix_to_translation_quaternion, pose_matrix, quaternion_to_yaw,
+    CAMERA_ORDER,
+    load_rig,
+    matrix_to_translation_quaternion,
+    pose_matrix,
+    quaternion_to_yaw,
     yaw_to_quaternion,
 )
 

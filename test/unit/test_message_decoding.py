@@ -11,8 +11,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bev_quant_ros.errors import InvalidMessageError
-from bev_quant_ros.ros.message_decoding import (camera_info_to_intrinsics, compressed_to_rgb, image_to_rgb,
-                                                odometry_to_pose, pointcloud_to_points)
+from bev_quant_ros.ros.message_decoding import (
+    camera_info_to_intrinsics,
+    compressed_to_rgb,
+    image_to_rgb,
+    odometry_to_pose,
+    pointcloud_to_points,
+)
 from bev_quant_ros.ros.runtime_stats import LogThrottle
 
 FLOAT32, FLOAT64, INT16, INT32 = 7, 8, 3, 5

@@ -2,8 +2,7 @@
 
 from geometry_msgs.msg import Point, Pose, Quaternion, Vector3
 from rclpy.serialization import deserialize_message, serialize_message
-from vision_msgs.msg import (BoundingBox3D, Detection3D, Detection3DArray, ObjectHypothesis,
-                             ObjectHypothesisWithPose)
+from vision_msgs.msg import BoundingBox3D, Detection3D, Detection3DArray, ObjectHypothesis, ObjectHypothesisWithPose
 
 
 def _detection(class_id: str, score: float, x: float) -> Detection3D:

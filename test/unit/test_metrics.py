@@ -7,10 +7,9 @@ import math
 import numpy as np
 import pytest
 
-from bev_quant_ros.perception.boxes import CLASS_NAMES, Boxes3D
 from bev_quant_ros.errors import ConfigError, EvaluationInputError
-from bev_quant_ros.evaluation.metrics import (DEFAULT_CLASS_RANGE_M, EvalConfig,
-                                              evaluate_detections, filter_by_range)
+from bev_quant_ros.evaluation.metrics import DEFAULT_CLASS_RANGE_M, EvalConfig, evaluate_detections, filter_by_range
+from bev_quant_ros.perception.boxes import CLASS_NAMES, Boxes3D
 
 SIZE = {"car": (4.5, 1.9, 1.6), "truck": (8.0, 2.6, 3.2), "pedestrian": (0.7, 0.7, 1.8),
         "bicycle": (1.8, 0.6, 1.3), "traffic_cone": (0.4, 0.4, 0.8)}

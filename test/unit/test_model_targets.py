@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bev_quant_ros.perception.boxes import Boxes3D
-from bev_quant_ros.perception.box_decoding import DecodeConfig, decode
 from bev_quant_ros.model.targets import draw_gaussian, encode_targets, gaussian_radius
+from bev_quant_ros.perception.box_decoding import DecodeConfig, decode
+from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.perception.model_config import load_model_config
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -8,19 +8,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-torch = pytest.importorskip("torch", reason="torch (optional 'train' extra) is not installed")
-torch.set_num_threads(1)  # tiny tensors; extra threads only fight the other processes on the CPU
-
-from bev_quant_ros.perception.boxes import Boxes3D  # noqa: E402
-from bev_quant_ros.errors import ConfigError  # noqa: E402
-from bev_quant_ros.model.dataset import Sequence, SequenceSpec, render_sequence  # noqa: E402
-from bev_quant_ros.model.network import BEVDetector  # noqa: E402
-from bev_quant_ros.model.targets import encode_targets  # noqa: E402
-from bev_quant_ros.model.train import (WindowSampler, load_detector, load_train_config, run_window,  # noqa: E402
-                                       save_checkpoint)
-
-from tiny_model import tiny_config  # noqa: E402
+from bev_quant_ros.errors import ConfigError
+from bev_quant_ros.model.dataset import Sequence, SequenceSpec, render_sequence
+from bev_quant_ros.model.network import BEVDetector
+from bev_quant_ros.model.targets import encode_targets
+from bev_quant_ros.model.train import WindowSampler, load_detector, load_train_config, run_window, save_checkpoint
+from bev_quant_ros.perception.boxes import Boxes3D
+from tiny_model import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
 TINY = tiny_config()

@@ -9,13 +9,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bev_quant_ros.ros.rig_from_tf import RigCalibration, StaticTransforms
-from bev_quant_ros.ros.frame_slot import LatestSlot
-from bev_quant_ros.perception.geometry import load_rig, pose_matrix, yaw_to_quaternion
 from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.perception.frame_assembly import AssembledFrame
+from bev_quant_ros.perception.geometry import load_rig, pose_matrix, yaw_to_quaternion
 from bev_quant_ros.perception.pipeline import PipelineResult, StageTimings
 from bev_quant_ros.ros.diagnostics import Level, pipeline_status
+from bev_quant_ros.ros.frame_slot import LatestSlot
+from bev_quant_ros.ros.rig_from_tf import RigCalibration, StaticTransforms
 from bev_quant_ros.ros.runtime_stats import LatencyWindow, RateMeter, RuntimeStats
 from bev_quant_ros.ros.sensor_frames import EgoPoses, SensorFrameBuilder
 from bev_quant_ros.ros.stage_worker import StageWorker

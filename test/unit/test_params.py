@@ -11,8 +11,7 @@ import yaml
 
 from bev_quant_ros.errors import ConfigError
 from bev_quant_ros.ros import parameter_docs
-from bev_quant_ros.ros.parameters import (DEFAULT_CAMERA_NAMES, NODE_PARAMS, PARAMS_BY_NAME, resolve_topic,
-                                          validate)
+from bev_quant_ros.ros.parameters import DEFAULT_CAMERA_NAMES, NODE_PARAMS, PARAMS_BY_NAME, resolve_topic, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "config" / "bev_perception.param.yaml"

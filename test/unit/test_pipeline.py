@@ -6,13 +6,12 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from bev_quant_ros.perception.box_decoding import decode
 from bev_quant_ros.errors import InvalidMessageError
+from bev_quant_ros.perception.box_decoding import decode
 from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.perception.pipeline import BevPipeline, SensorFrame
 from bev_quant_ros.perception.preprocess import camera_sampling_grid, ego_motion_affine, lidar_bev, prepare_images
 from bev_quant_ros.perception.temporal import ResetReason
-
 
 VELOCITY = np.array([8.0, 0.5, 0.1])  # (vx, vy, yaw rate) for intra-sweep compensation
 

@@ -11,8 +11,16 @@ import pytest
 from bev_quant_ros.errors import InvalidMessageError
 from bev_quant_ros.perception.geometry import invert_transform, load_rig
 from bev_quant_ros.perception.model_config import load_model_config
-from bev_quant_ros.perception.preprocess import (OUTSIDE_IMAGE, bev_points, camera_image_grids, camera_sampling_grid, canvas_x,
-                                      ego_motion_affine, lidar_bev, prepare_images)
+from bev_quant_ros.perception.preprocess import (
+    OUTSIDE_IMAGE,
+    bev_points,
+    camera_image_grids,
+    camera_sampling_grid,
+    canvas_x,
+    ego_motion_affine,
+    lidar_bev,
+    prepare_images,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 CFG = load_model_config(ROOT / "models" / "bev_tiny.yaml")  # 0.8 m cells, x/y in [-51.2, 51.2)
@@ -40,7 +48,10 @@ def test_ego_motion_affine_rotation_maps_cells_like_the_pose():
     theta = ego_motion_affine(np.eye(4), T_curr, CFG).astype(np.float64)
     p_curr = np.array([10.0, -5.0])  # a ground point in the current ego frame
     p_prev = (T_curr @ np.array([*p_curr, 0.0, 1.0]))[:2]
-    to_norm = lambda p: np.array([p[1] / 51.2, p[0] / 51.2])  # (col, row) normalised
+
+    def to_norm(p: np.ndarray) -> np.ndarray:
+        return np.array([p[1] / 51.2, p[0] / 51.2])  # (col, row) normalised
+
     np.testing.assert_allclose(theta @ np.array([*to_norm(p_curr), 1.0]), to_norm(p_prev), atol=1e-6)
 
 

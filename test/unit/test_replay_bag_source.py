@@ -13,8 +13,8 @@ from rosbags.typesys import get_types_from_msg
 from bev_quant_ros.errors import BagError
 from bev_quant_ros.replay.bag_source import BagSource, prefetched
 from bev_quant_ros.replay.player import Record
-from bev_quant_ros.ros.bag_types import VISION_MSGS, typestore_with
 from bev_quant_ros.replay.sample_bag import START_NS, SampleBagLayout, write_sample_bag
+from bev_quant_ros.ros.bag_types import VISION_MSGS, typestore_with
 
 LAYOUT = SampleBagLayout()
 TIMED_COUNT = sum(LAYOUT.count(hz) for hz in (LAYOUT.chatter_hz, LAYOUT.image_hz, LAYOUT.detections_hz))
