@@ -43,7 +43,7 @@ def degraded_inputs(last: PipelineResult, camera_names: Sequence[str]) -> list[s
 
 def pipeline_status(header: Mapping[str, str], stats_values: Mapping[str, str], last: PipelineResult | None,
                     camera_names: Sequence[str], errors_at_last_report: int) -> PipelineStatus:
-    """WARN while waiting for data, after new bad inputs, or while an input is missing; else OK."""
+    """WARN while waiting for data, after new bad inputs and while an input is missing (both said); else OK."""
     values = dict(header)
     if last is not None:
         for name, valid in zip(camera_names, last.camera_valid):
@@ -55,10 +55,10 @@ def pipeline_status(header: Mapping[str, str], stats_values: Mapping[str, str], 
     errors = sum(int(value) for key, value in stats_values.items() if key.startswith("error."))
     if last is None:
         return PipelineStatus(Level.WARN, "waiting for sensor data", values, errors)
-    if errors > errors_at_last_report:
-        return PipelineStatus(Level.WARN, f"{errors - errors_at_last_report} bad inputs since last report",
-                              values, errors)
+    parts = [f"{errors - errors_at_last_report} bad inputs since last report"] if errors > errors_at_last_report else []
     problems = degraded_inputs(last, camera_names)
     if problems:
-        return PipelineStatus(Level.WARN, "degraded: " + "; ".join(problems), values, errors)
+        parts.append("degraded: " + "; ".join(problems))
+    if parts:
+        return PipelineStatus(Level.WARN, "; ".join(parts), values, errors)
     return PipelineStatus(Level.OK, "running", values, errors)

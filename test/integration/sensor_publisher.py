@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Iterable
+from typing import Iterable, Mapping
 
 import numpy as np
 from geometry_msgs.msg import TransformStamped
@@ -45,9 +45,42 @@ class SimSensorPublisher:
         self.tf_static.publish(TFMessage(transforms=[
             _transform("base_link", c.frame_id, c.T_ego_cam, stamp_ns) for c in self.rig.cameras]))
 
-    def publish_frame(self, frame, stamp_offset_ns: int = 0, skip_cameras: Iterable[int] = ()) -> int:
-        """Publish one SimFrame (odometry, lidar when new, cameras); return the camera stamp used."""
+    def publish_frame(self, frame, stamp_offset_ns: int = 0, skip_cameras: Iterable[int] = (),
+                      images: Mapping[int, Image] | None = None, infos: Mapping[int, CameraInfo] | None = None,
+                      lidar: PointCloud2 | None = None, publish_lidar: bool = True, publish_odom: bool = True) -> int:
+        """Publish one SimFrame (odometry, lidar when new, cameras); return the camera stamp used.
+
+        ``images``/``infos``/``lidar`` replace the frame's own messages (fault injection; their
+        stamps are set to the frame's); ``publish_lidar``/``publish_odom`` False keep a sensor silent.
+        """
         stamp = frame.stamp_ns + stamp_offset_ns
+        if publish_odom:
+            self._publish_odometry(frame, stamp)
+        lidar_stamp = frame.lidar_stamp_ns + stamp_offset_ns
+        if publish_lidar and (lidar is not None or lidar_stamp != self._last_lidar_ns):
+            if lidar is None:
+                lidar = points_to_pointcloud(frame.points, lidar_stamp, self.rig.lidar_frame_id)
+            lidar.header.stamp = ns_to_stamp(lidar_stamp)
+            self.lidar.publish(lidar)
+            self._last_lidar_ns = lidar_stamp
+        skipped = set(skip_cameras)
+        for index, camera in enumerate(self.rig.cameras):
+            info = (infos or {}).get(index)
+            if info is None:
+                info = CameraInfo(width=camera.width, height=camera.height, k=camera.K.reshape(-1).tolist())
+                info.header.frame_id = camera.frame_id
+            info.header.stamp = ns_to_stamp(stamp)
+            self.infos[index].publish(info)
+            if index in skipped:
+                continue
+            image = (images or {}).get(index)
+            if image is None:
+                image = rgb_to_image(frame.images[index], stamp, camera.frame_id)
+            image.header.stamp = ns_to_stamp(stamp)
+            self.images[index].publish(image)
+        return stamp
+
+    def _publish_odometry(self, frame, stamp: int) -> None:
         odom = Odometry(child_frame_id="base_link")
         odom.header.frame_id, odom.header.stamp = "odom", ns_to_stamp(stamp)
         t, q = matrix_to_translation_quaternion(frame.ego_pose)
@@ -55,15 +88,3 @@ class SimSensorPublisher:
         p.x, p.y, p.z = (float(v) for v in t)
         o.x, o.y, o.z, o.w = (float(v) for v in q)
         self.odom.publish(odom)
-        lidar_stamp = frame.lidar_stamp_ns + stamp_offset_ns
-        if lidar_stamp != self._last_lidar_ns:
-            self.lidar.publish(points_to_pointcloud(frame.points, lidar_stamp, self.rig.lidar_frame_id))
-            self._last_lidar_ns = lidar_stamp
-        skipped = set(skip_cameras)
-        for index, camera in enumerate(self.rig.cameras):
-            info = CameraInfo(width=camera.width, height=camera.height, k=camera.K.reshape(-1).tolist())
-            info.header.frame_id, info.header.stamp = camera.frame_id, ns_to_stamp(stamp)
-            self.infos[index].publish(info)
-            if index not in skipped:
-                self.images[index].publish(rgb_to_image(frame.images[index], stamp, camera.frame_id))
-        return stamp
