@@ -16,10 +16,10 @@ from pathlib import Path
 
 import numpy as np
 
-from bev_quant_ros.perception.boxes import CLASS_NAMES, Boxes3D
-from bev_quant_ros.perception.box_decoding import DecodeConfig, decode
 from bev_quant_ros.engine.contract import BOX_REG_CHANNELS
 from bev_quant_ros.evaluation.metrics import evaluate_detections
+from bev_quant_ros.perception.box_decoding import DecodeConfig, decode
+from bev_quant_ros.perception.boxes import CLASS_NAMES, Boxes3D
 
 GRID = 64
 CONFIG = DecodeConfig(x_range_m=(-51.2, 51.2), y_range_m=(-51.2, 51.2))

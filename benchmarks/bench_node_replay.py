@@ -20,9 +20,9 @@ import os
 import platform
 from pathlib import Path
 
+from bev_quant_ros.evaluation.demo import ensure_bag
 from bev_quant_ros.evaluation.live import run_live
 from bev_quant_ros.resources import default_model_path
-from bev_quant_ros.evaluation.demo import ensure_bag
 
 CONFIGURATIONS = {  # name -> (precision, extra node parameters, replay rate)
     "int8_30hz": ("int8", [], 1.0),  # frame_queue_depth 1 (default): newest frame only

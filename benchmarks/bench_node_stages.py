@@ -28,13 +28,13 @@ from rclpy.serialization import deserialize_message, serialize_message
 from rosbags.rosbag2 import Reader
 from sensor_msgs.msg import CompressedImage, PointCloud2
 
-from bev_quant_ros.ros.message_decoding import ScaledImageDecoder, compressed_to_rgb, image_to_rgb, pointcloud_to_points
-from bev_quant_ros.ros.parameters import DEFAULT_CAMERA_NAMES
+from bev_quant_ros.evaluation.demo import ensure_bag
 from bev_quant_ros.perception.pipeline import BevPipeline, SensorFrame
 from bev_quant_ros.perception.preprocess import lidar_bev, prepare_images
 from bev_quant_ros.resources import default_model_path
+from bev_quant_ros.ros.message_decoding import ScaledImageDecoder, compressed_to_rgb, image_to_rgb, pointcloud_to_points
 from bev_quant_ros.ros.message_encoding import boxes_to_detection_array, boxes_to_markers, rgb_to_image
-from bev_quant_ros.evaluation.demo import ensure_bag
+from bev_quant_ros.ros.parameters import DEFAULT_CAMERA_NAMES
 
 GOAL_PCT = 25.0
 # stages of each transport's frame, besides the engine (names as in the JSON)

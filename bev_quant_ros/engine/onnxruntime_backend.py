@@ -18,8 +18,14 @@ from typing import Mapping, Sequence
 import numpy as np
 import onnxruntime as ort
 
-from bev_quant_ros.engine.base import (FRAME_INPUTS, PREV_VALID_INPUT, Engine, EngineDescription, frame_array,
-                                       read_only_view)
+from bev_quant_ros.engine.base import (
+    FRAME_INPUTS,
+    PREV_VALID_INPUT,
+    Engine,
+    EngineDescription,
+    frame_array,
+    read_only_view,
+)
 from bev_quant_ros.engine.contract import CONTRACT_OUTPUTS, STATE_INPUT, STATE_OUTPUT
 from bev_quant_ros.engine.io_check import TensorSpec, check_contract, onnx_precision, onnx_specs, read_onnx
 from bev_quant_ros.errors import ConfigError, ModelContractError

@@ -37,8 +37,14 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from bev_quant_ros.engine.base import (FRAME_INPUTS, PREV_VALID_INPUT, Engine, EngineDescription, frame_array,
-                                       read_only_view)
+from bev_quant_ros.engine.base import (
+    FRAME_INPUTS,
+    PREV_VALID_INPUT,
+    Engine,
+    EngineDescription,
+    frame_array,
+    read_only_view,
+)
 from bev_quant_ros.engine.build import BuildOptions, ensure_engine, import_tensorrt, read_cache_key
 from bev_quant_ros.engine.contract import CONTRACT_OUTPUTS, STATE_INPUT, STATE_OUTPUT
 from bev_quant_ros.engine.io_check import TensorSpec, check_contract, onnx_precision, read_onnx

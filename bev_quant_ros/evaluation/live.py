@@ -71,7 +71,8 @@ class LiveReport:
                              for stage in ("convert", "preprocess", "engine", "decode", "processing")},
             "node_added_cost_pct_of_engine": 100.0 * (processing - engine) / engine,
             "frames_dropped_latest_wins": int(self.diagnostics.get("count.frames_dropped_latest_wins", "0")),
-            "mean_detections_per_frame": float(np.mean(self.detections_per_frame)) if self.detections_per_frame else 0.0,
+            "mean_detections_per_frame": (float(np.mean(self.detections_per_frame))
+                                          if self.detections_per_frame else 0.0),
             "metrics_vs_ground_truth": self.metrics,
             "backend": self.diagnostics.get("backend"),
             "precision": self.diagnostics.get("precision"),
@@ -89,8 +90,8 @@ def run_live(bag_dir: str | Path, node_args: Sequence[str], rate: float = 1.0,
     from std_msgs.msg import Float64
     from vision_msgs.msg import Detection3DArray
 
-    from bev_quant_ros.ros.message_decoding import stamp_to_ns
     from bev_quant_ros.replay.ros_player import BagPlayer
+    from bev_quant_ros.ros.message_decoding import stamp_to_ns
 
     with Reader(Path(bag_dir)) as reader:  # replay only what the node subscribes to, so waiting for
         topics = [c.topic for c in reader.connections if c.topic not in UNSUBSCRIBED_TOPICS]  # its readers ends

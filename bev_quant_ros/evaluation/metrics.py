@@ -18,10 +18,9 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
-from bev_quant_ros.perception.boxes import CLASS_NAMES, Boxes3D
 from bev_quant_ros.errors import ConfigError, EvaluationInputError
-from bev_quant_ros.evaluation.matching import (TP_ERROR_NAMES, ClassBoxes, accumulate, calc_ap,
-                                               calc_tp)
+from bev_quant_ros.evaluation.matching import TP_ERROR_NAMES, ClassBoxes, accumulate, calc_ap, calc_tp
+from bev_quant_ros.perception.boxes import CLASS_NAMES, Boxes3D
 
 # nuScenes detection_cvpr_2019 evaluation range (ego xy distance, metres) for our classes
 DEFAULT_CLASS_RANGE_M: Mapping[str, float] = {

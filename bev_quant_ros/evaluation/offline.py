@@ -7,9 +7,9 @@ from typing import Any, Iterable
 
 import numpy as np
 
-from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.evaluation.metrics import DetectionMetrics, EvalConfig, evaluate_detections
 from bev_quant_ros.evaluation.sources import EvalFrame
+from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.perception.pipeline import BevPipeline
 
 

@@ -17,10 +17,10 @@ from typing import Iterator
 
 import numpy as np
 
-from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.errors import ConfigError
-from bev_quant_ros.perception.geometry import Rig
 from bev_quant_ros.model.targets import encode_targets
+from bev_quant_ros.perception.boxes import Boxes3D
+from bev_quant_ros.perception.geometry import Rig
 from bev_quant_ros.perception.model_config import ModelConfig
 from bev_quant_ros.perception.preprocess import ego_motion_affine, lidar_bev, prepare_images
 

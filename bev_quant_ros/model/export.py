@@ -61,11 +61,12 @@ def check_contract(onnx_path: str | Path, cfg: ModelConfig) -> None:
             raise ModelContractError(f"{onnx_path}: {kind}s {got} differ from the contract {expected}")
 
 
-def real_inputs(cfg: ModelConfig, seed: int = 100_000, condition: str = "day", frame_index: int = 1) -> dict[str, np.ndarray]:
+def real_inputs(cfg: ModelConfig, seed: int = 100_000, condition: str = "day",
+                frame_index: int = 1) -> dict[str, np.ndarray]:
     """Contract inputs of a real synthetic frame (held-out seed); prev_bev is noise with
     prev_valid = 1 so the comparison also covers the warp of the recurrent state."""
-    from bev_quant_ros.perception.geometry import load_rig
     from bev_quant_ros.model.dataset import frame_inputs
+    from bev_quant_ros.perception.geometry import load_rig
     from bev_quant_ros.perception.preprocess import camera_sampling_grid, ego_motion_affine
     from bev_quant_ros.sim import generate_frames
 

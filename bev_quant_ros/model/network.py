@@ -14,6 +14,7 @@ from torch import nn
 
 from bev_quant_ros.perception.model_config import ModelConfig
 
+
 def conv_bn_relu(c_in: int, c_out: int, stride: int = 1, kernel: int = 3) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False),
                          nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))

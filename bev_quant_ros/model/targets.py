@@ -11,9 +11,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from bev_quant_ros.perception.boxes import Boxes3D
-from bev_quant_ros.perception.box_decoding import center_to_cell_offset
 from bev_quant_ros.engine.contract import BOX_REG_CHANNELS
+from bev_quant_ros.perception.box_decoding import center_to_cell_offset
+from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.perception.model_config import ModelConfig
 
 _REG = {name: i for i, name in enumerate(BOX_REG_CHANNELS)}

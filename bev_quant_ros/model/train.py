@@ -23,10 +23,10 @@ import torch
 import yaml
 
 from bev_quant_ros.errors import ConfigError
-from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.model.dataset import MAX_TRAIN_SEED, Sequence, load_or_render, training_specs
 from bev_quant_ros.model.losses import detection_loss
 from bev_quant_ros.model.network import BEVDetector
+from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.perception.model_config import ModelConfig, load_model_config, model_config_from_dict
 from bev_quant_ros.perception.preprocess import camera_sampling_grid
 

@@ -12,12 +12,12 @@ from typing import Any
 
 import torch
 
-from bev_quant_ros.perception.boxes import Boxes3D
-from bev_quant_ros.perception.box_decoding import DecodeConfig, decode
 from bev_quant_ros.evaluation.metrics import evaluate_detections
-from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.model.dataset import MIN_EVAL_SEED, frame_inputs
 from bev_quant_ros.model.network import BEVDetector
+from bev_quant_ros.perception.box_decoding import DecodeConfig, decode
+from bev_quant_ros.perception.boxes import Boxes3D
+from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.perception.preprocess import camera_sampling_grid, ego_motion_affine
 
 ABLATIONS = ("full", "camera_only", "lidar_only", "no_temporal")

@@ -30,9 +30,9 @@ import cv2
 import numba
 import numpy as np
 
-from bev_quant_ros.perception.boxes import CLASS_NAMES, Boxes3D
 from bev_quant_ros.engine.contract import BOX_REG_CHANNELS
 from bev_quant_ros.errors import ConfigError, ModelContractError
+from bev_quant_ros.perception.boxes import CLASS_NAMES, Boxes3D
 
 # Centre-distance NMS radius per class (metres): smaller than the closest centre spacing
 # two real objects of that class can have side by side, larger than a duplicate peak.

@@ -17,10 +17,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-from bev_quant_ros.perception.boxes import CLASS_NAMES
-from bev_quant_ros.engine.contract import (BOX_REG_CHANNELS, CONTRACT_INPUTS, CONTRACT_OUTPUTS,
-                                           NUM_CAMERAS)
+from bev_quant_ros.engine.contract import BOX_REG_CHANNELS, CONTRACT_INPUTS, CONTRACT_OUTPUTS, NUM_CAMERAS
 from bev_quant_ros.errors import ConfigError
+from bev_quant_ros.perception.boxes import CLASS_NAMES
 
 # lidar_bev channel layout: occupancy per lidar height bin, then these summary channels
 LIDAR_SUMMARY_CHANNELS: tuple[str, ...] = ("max_intensity", "log_count", "mean_time_lag")

@@ -16,11 +16,11 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bev_quant_ros.perception.boxes import Boxes3D
-from bev_quant_ros.perception.box_decoding import DecodeConfig, decode
 from bev_quant_ros.engine.base import Engine
 from bev_quant_ros.engine.factory import create_engine
 from bev_quant_ros.errors import ModelContractError
+from bev_quant_ros.perception.box_decoding import DecodeConfig, decode
+from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.perception.geometry import Rig, load_rig
 from bev_quant_ros.perception.model_config import ModelConfig, model_config_for_onnx
 from bev_quant_ros.perception.preprocess import camera_sampling_grid, ego_motion_affine, lidar_bev, prepare_images

@@ -15,10 +15,10 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-from bev_quant_ros.perception.boxes import Boxes3D
-from bev_quant_ros.perception.box_decoding import DecodeConfig, decode
 from bev_quant_ros.engine.factory import create_engine
 from bev_quant_ros.evaluation.metrics import EvalConfig, evaluate_detections
+from bev_quant_ros.perception.box_decoding import DecodeConfig, decode
+from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.perception.model_config import model_config_for_onnx
 from bev_quant_ros.quant.calib_data import RecordedSequence
 

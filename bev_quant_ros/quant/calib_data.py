@@ -18,23 +18,20 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from bev_quant_ros.perception.boxes import Boxes3D
-from bev_quant_ros.perception.box_decoding import DecodeConfig
 from bev_quant_ros.engine.base import Engine, EngineDescription
 from bev_quant_ros.engine.contract import STATE_INPUT, STATE_OUTPUT
 from bev_quant_ros.errors import CalibrationError, ConfigError
 from bev_quant_ros.evaluation.sources import SynthSpec, synth_frames
+from bev_quant_ros.perception.box_decoding import DecodeConfig
+from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.perception.model_config import ModelConfig, model_config_for_onnx
 from bev_quant_ros.perception.pipeline import BevPipeline
+from bev_quant_ros.perception.temporal import TemporalState
 from bev_quant_ros.quant.histogram import DEFAULT_BINS, TensorStats
 from bev_quant_ros.sim import CONDITIONS
-from bev_quant_ros.perception.temporal import TemporalState
 
 PREV_VALID = "prev_valid"
-# Seed bands (models/bev_tiny.md): training < 10000, held-out evaluation >= 100000.
-CALIBRATION_SEEDS = (50_000, 60_000)
-VALIDATION_SEEDS = (60_000, 70_000)  # plan search: disjoint from calibration and from held-out evaluation
 
 
 @dataclass

@@ -19,11 +19,23 @@ from typing import Any
 from bev_quant_ros.engine.contract import INPUT_VALUE_RANGES
 from bev_quant_ros.errors import ConfigError
 from bev_quant_ros.quant.bounded import bounded_tensor_ranges
-from bev_quant_ros.quant.calib_data import (ConditionStats, RecordedSequence, collect_activation_stats,
-                                            merge_conditions, record_set)
+from bev_quant_ros.quant.calib_data import (
+    ConditionStats,
+    RecordedSequence,
+    collect_activation_stats,
+    merge_conditions,
+    record_set,
+)
 from bev_quant_ros.quant.config import AUTO_METHOD, QuantConfig
-from bev_quant_ros.quant.plan import (PrecisionPlan, apply_plan, float_reasons, read_plan, search_plan, sha256,
-                                      write_plan)
+from bev_quant_ros.quant.plan import (
+    PrecisionPlan,
+    apply_plan,
+    float_reasons,
+    read_plan,
+    search_plan,
+    sha256,
+    write_plan,
+)
 from bev_quant_ros.quant.qdq import CPU, calibration_tensors, load_checked
 from bev_quant_ros.quant.ranges import METHODS, compute_thresholds
 from bev_quant_ros.quant.sensitivity import NodeSensitivity, measure_sensitivity, method_errors

@@ -17,9 +17,9 @@ from typing import Sequence
 import numpy as np
 import onnx
 
-from bev_quant_ros.perception.boxes import Boxes3D
-from bev_quant_ros.perception.box_decoding import decode
 from bev_quant_ros.engine.contract import STATE_INPUT, STATE_OUTPUT
+from bev_quant_ros.perception.box_decoding import decode
+from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.quant.assess import decode_config_for, frame_outputs
 from bev_quant_ros.quant.calib_data import RecordedSequence
 

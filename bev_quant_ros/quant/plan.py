@@ -25,8 +25,15 @@ import yaml
 from bev_quant_ros.errors import PrecisionPlanError
 from bev_quant_ros.quant import assess
 from bev_quant_ros.quant.calib_data import RecordedSequence
-from bev_quant_ros.quant.qdq import (DEFAULT_OP_TYPES, TENSORRT, ObservedRanges, QdqFlavour, check_nodes_exist,
-                                    load_checked, write_qdq)
+from bev_quant_ros.quant.qdq import (
+    DEFAULT_OP_TYPES,
+    TENSORRT,
+    ObservedRanges,
+    QdqFlavour,
+    check_nodes_exist,
+    load_checked,
+    write_qdq,
+)
 from bev_quant_ros.quant.sensitivity import NodeSensitivity
 
 LOG = logging.getLogger(__name__)

@@ -27,8 +27,7 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 import onnx
-from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                      quantize_static)
+from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
 from bev_quant_ros.engine.io_check import check_contract, onnx_specs, read_onnx
@@ -61,7 +60,6 @@ class QdqFlavour:
 
 TENSORRT = QdqFlavour("tensorrt", QuantType.QInt8, symmetric=True)
 CPU = QdqFlavour("cpu", QuantType.QUInt8, symmetric=False)
-FLAVOURS = {flavour.name: flavour for flavour in (TENSORRT, CPU)}
 ObservedRanges = Mapping[str, tuple[float, float]]  # tensor -> (min, max) seen in calibration
 
 
@@ -70,11 +68,6 @@ def load_checked(path: str | Path) -> onnx.ModelProto:
     model = read_onnx(path)
     check_contract(*onnx_specs(model))
     return onnx.shape_inference.infer_shapes(onnx.load(str(path)))
-
-
-def quantizable_nodes(model: onnx.ModelProto, op_types: Sequence[str] = DEFAULT_OP_TYPES) -> list[str]:
-    """Names of the nodes the quantizer may turn int8, in graph order."""
-    return [node.name for node in model.graph.node if node.op_type in op_types]
 
 
 def calibration_tensors(model: onnx.ModelProto, op_types: Sequence[str] = DEFAULT_OP_TYPES) -> list[str]:

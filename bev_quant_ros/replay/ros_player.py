@@ -22,8 +22,7 @@ from rosgraph_msgs.msg import Clock
 
 from bev_quant_ros.errors import BagError, ConfigError
 from bev_quant_ros.replay.bag_source import LATCHED_TOPICS, BagSource, BagTopic, prefetched
-from bev_quant_ros.replay.player import (MonotonicWaiter, PlaybackConfig, PlaybackStats,
-                                         PlaybackSummary, play_records)
+from bev_quant_ros.replay.player import MonotonicWaiter, PlaybackConfig, PlaybackStats, PlaybackSummary, play_records
 
 RELIABILITY = {"reliable": ReliabilityPolicy.RELIABLE, "best_effort": ReliabilityPolicy.BEST_EFFORT}
 DEFAULT_DEPTH = 10

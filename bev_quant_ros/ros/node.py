@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from nav_msgs.msg import Odometry
@@ -32,8 +31,7 @@ from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescri
 from rclpy.clock import Clock, ClockType
 from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
-from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
-                       qos_profile_sensor_data)
+from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
 from std_msgs.msg import Float64
 from std_srvs.srv import Trigger
@@ -42,22 +40,27 @@ from vision_msgs.msg import Detection3DArray
 from visualization_msgs.msg import MarkerArray
 
 from bev_quant_ros import __version__
-from bev_quant_ros.ros.rig_from_tf import RigCalibration
 from bev_quant_ros.engine.factory import BackendUnavailableError, select_backend, supported_options
 from bev_quant_ros.errors import BevQuantError, ConfigError, InvalidMessageError
+from bev_quant_ros.perception.frame_assembly import AssembledFrame, FrameAssembler
+from bev_quant_ros.perception.geometry import load_rig
+from bev_quant_ros.perception.pipeline import BevPipeline, PipelineResult, PreparedFrame
+from bev_quant_ros.perception.temporal import PoseBuffer, TemporalState
+from bev_quant_ros.resources import default_model_path
 from bev_quant_ros.ros.diagnostics import pipeline_status
 from bev_quant_ros.ros.frame_slot import LatestSlot
-from bev_quant_ros.perception.geometry import load_rig
-from bev_quant_ros.ros.parameters import NODE_PARAMS, ParamSpec, validate
-from bev_quant_ros.perception.pipeline import BevPipeline, PipelineResult, PreparedFrame
-from bev_quant_ros.resources import default_model_path
-from bev_quant_ros.ros.message_decoding import camera_info_to_intrinsics, odometry_to_pose, stamp_to_ns, transform_to_matrix
+from bev_quant_ros.ros.message_decoding import (
+    camera_info_to_intrinsics,
+    odometry_to_pose,
+    stamp_to_ns,
+    transform_to_matrix,
+)
 from bev_quant_ros.ros.message_encoding import boxes_to_detection_array, boxes_to_markers
+from bev_quant_ros.ros.parameters import NODE_PARAMS, ParamSpec, validate
+from bev_quant_ros.ros.rig_from_tf import RigCalibration
 from bev_quant_ros.ros.runtime_stats import LogThrottle, RuntimeStats
 from bev_quant_ros.ros.sensor_frames import EgoPoses, SensorFrameBuilder
 from bev_quant_ros.ros.stage_worker import StageWorker
-from bev_quant_ros.perception.frame_assembly import AssembledFrame, FrameAssembler
-from bev_quant_ros.perception.temporal import PoseBuffer, TemporalState
 
 NODE_NAME = "bev_perception_node"
 STAGES = ("convert", "preprocess", "engine", "decode", "processing", "pipeline_latency")

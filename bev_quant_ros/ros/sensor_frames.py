@@ -93,9 +93,10 @@ class SensorFrameBuilder:
         else:
             image, reduction = image_to_rgb(msg), 1
         width, height = self._camera_sizes[index]
-        if abs(image.shape[1] * reduction - width) >= reduction or abs(image.shape[0] * reduction - height) >= reduction:
+        full_width, full_height = image.shape[1] * reduction, image.shape[0] * reduction
+        if abs(full_width - width) >= reduction or abs(full_height - height) >= reduction:
             raise InvalidMessageError(
-                f"image is {image.shape[1] * reduction}x{image.shape[0] * reduction}, its camera (CameraInfo or rig) "
+                f"image is {full_width}x{full_height}, its camera (CameraInfo or rig) "
                 f"is {width}x{height}", cause="size_differs_from_camera_info")
         return image
 

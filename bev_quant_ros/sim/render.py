@@ -24,7 +24,6 @@ from bev_quant_ros.sim.polygons import box_faces, clip_near
 NEAR_M = 0.2
 ID_SCALE_BITS = 2
 ID_SCALE = 1 << ID_SCALE_BITS  # id buffer is 1/ID_SCALE of the image resolution
-ID_NONE = 0
 ID_CLUTTER = 65535
 _SHIFT = 4  # fixed-point bits for sub-pixel polygon vertices
 _TERRAIN = np.array([0.30, 0.34, 0.22])
@@ -96,8 +95,8 @@ class CameraRenderer:
         mult = np.where(sky, 1.0, light * (1 - fog))[..., None] * np.ones(3)
         add = np.where(sky, 0.0, fog)[..., None] * np.array(p.fog_colour) * 255.0
         texture = 1.0 + 0.08 * self._rng_static.standard_normal(sky.shape)[..., None]
-        background = np.where(sky[..., None], sky_rgb * 255.0, (_TERRAIN * 255.0 * texture * light[..., None] * (1 - fog)[..., None]
-                                                               + add) * np.ones(3))
+        terrain = _TERRAIN * 255.0 * texture * light[..., None] * (1 - fog)[..., None] + add
+        background = np.where(sky[..., None], sky_rgb * 255.0, terrain * np.ones(3))
         # the terrain is already lit; the ground map then only lights road polygons drawn over it
         return (np.clip(background, 0, 255).astype(np.uint8), np.clip(mult * 64.0, 0, 255).astype(np.uint8),
                 np.clip(add, 0, 255).astype(np.uint8))

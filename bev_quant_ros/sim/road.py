@@ -86,4 +86,5 @@ class SpeedProfile:
         """Metres travelled since t = 0; before t = 0 the vehicle cruises at its initial speed."""
         t = np.asarray(t, dtype=np.float64)
         self._extend(float(np.max(t)) + 1.0)
-        return np.interp(np.maximum(t, 0.0) / PROFILE_DT_S, np.arange(len(self._dist)), self._dist) + np.minimum(t, 0.0) * self._v[0]
+        ahead = np.interp(np.maximum(t, 0.0) / PROFILE_DT_S, np.arange(len(self._dist)), self._dist)
+        return ahead + np.minimum(t, 0.0) * self._v[0]
