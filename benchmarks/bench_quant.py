@@ -28,8 +28,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bev_quant_ros.drives.synth import SynthSpec  # noqa: E402
 from bev_quant_ros.engine.factory import create_engine  # noqa: E402
-from bev_quant_ros.evaluation.sources import SynthSpec  # noqa: E402
 from bev_quant_ros.quant import assess  # noqa: E402
 from bev_quant_ros.quant.calib_data import record_sequence, record_set  # noqa: E402
 from bev_quant_ros.quant.calibrate import calibrate_ranges  # noqa: E402

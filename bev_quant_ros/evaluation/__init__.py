@@ -5,11 +5,7 @@ from bev_quant_ros import lazy_exports
 __getattr__, __all__ = lazy_exports(__name__, {
     "DetectionMetrics": "metrics",
     "EvalConfig": "metrics",
-    "EvalFrame": "sources",
-    "SynthSpec": "sources",
-    "bag_frames": "sources",
     "evaluate_detections": "metrics",
     "run_live": "live",
     "run_pipeline": "offline",
-    "synth_frames": "sources",
 })

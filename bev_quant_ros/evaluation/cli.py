@@ -1,4 +1,10 @@
-"""`bev-quant evaluate`: metrics of a model on a bag or simulated frames (offline, no DDS)."""
+"""`bev-quant evaluate`: metrics of a model on drives (bags, a directory of bags, or the simulator).
+
+Bags are read with the node's own configuration (`--params`), offline and deterministic
+(no DDS). Several drives: one line each, then the metrics over all their frames together
+(computed once, not averaged per drive). A drive without ground truth is run and reported
+(frames, detections per frame, timing) without metrics.
+"""
 
 from __future__ import annotations
 
@@ -6,39 +12,75 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
+from bev_quant_ros.drives.settings import ReaderSettings
+from bev_quant_ros.drives.spec import open_drives
 from bev_quant_ros.errors import BevQuantError
-from bev_quant_ros.evaluation.offline import run_pipeline
-from bev_quant_ros.evaluation.sources import frames_from_spec
+from bev_quant_ros.evaluation.offline import EvaluationRun, run_pipeline
 from bev_quant_ros.perception.pipeline import BevPipeline
+from bev_quant_ros.sim.ground_truth import GT_TOPIC
+
+
+def add_drive_arguments(parser: argparse.ArgumentParser) -> None:
+    """--params / --namespace / --gt-topic: how bags are read (shared by every drive-reading tool)."""
+    parser.add_argument("--params", type=Path, default=None,
+                        help="the node's params file: topics, transport, sync settings (default: the node's defaults)")
+    parser.add_argument("--namespace", default="/", help="namespace the node would run in (resolves relative topics)")
+    parser.add_argument("--gt-topic", default=GT_TOPIC, help="ground-truth Detection3DArray topic (optional in a bag)")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("evaluate", help="nuScenes metrics of a model on a bag or synth:<cond>:<seed>:<n>")
+    parser = subparsers.add_parser("evaluate", help="nuScenes metrics of a model on bags or synth:<cond>:<seed>:<n>")
     parser.add_argument("--data", required=True,
-                        help="rosbag2 directory with /ground_truth/objects, or synth:<condition>:<seed>:<frames>")
+                        help="rosbag2 directory, directory of bags (one drive each), "
+                             "or synth:<condition>:<seed>:<frames>")
     parser.add_argument("--model", required=True, help="ONNX model (FP32 or INT8 Q/DQ) with its .yaml config")
     parser.add_argument("--backend", default="onnxruntime", choices=("auto", "onnxruntime", "tensorrt"))
     parser.add_argument("--score-threshold", type=float, default=0.05,
                         help="low on purpose: AP integrates over the whole score range")
+    parser.add_argument("--condition", default="bag", help="condition label of the bags in the output")
+    add_drive_arguments(parser)
     parser.add_argument("--json", type=Path, help="also write the metrics JSON here")
     parser.set_defaults(func=run)
+
+
+def evaluate_drives(pipeline: BevPipeline, drives: list) -> tuple[list[tuple[str, EvaluationRun]], EvaluationRun]:
+    """Each drive from a reset state on its own rig; the per-drive runs and all frames together."""
+    runs = []
+    for drive in drives:
+        pipeline.set_rig(drive.rig)
+        pipeline.request_reset()
+        runs.append((drive.name, run_pipeline(pipeline, drive.frames(pipeline.model_config))))
+    return runs, EvaluationRun.merged(run for _, run in runs)
+
+
+def _line(name: str, summary: dict[str, Any]) -> str:
+    if summary.get("ground_truth") is False:
+        return (f"{name}: {summary['frames']} frames  {summary['detections_per_frame']:.1f} detections/frame  "
+                "(no ground truth: no metrics)")
+    per_class = ", ".join(f"{c} {v['AP']:.3f}" for c, v in summary["per_class"].items() if v["AP"] is not None)
+    return (f"{name}: {summary['frames']} frames  mAP {summary['mAP']:.4f}  NDS {summary['NDS']:.4f}  "
+            f"mATE {summary['mATE']:.3f}  mASE {summary['mASE']:.3f}  mAOE {summary['mAOE']:.3f}  "
+            f"mAVE {summary['mAVE']:.3f}  (AAE omitted)\n  AP: {per_class}")
 
 
 def run(args: argparse.Namespace) -> int:
     try:
         pipeline = BevPipeline.from_model(args.model, backend=args.backend, score_threshold=args.score_threshold)
-        frames, condition = frames_from_spec(args.data, pipeline)
-        summary = run_pipeline(pipeline, frames).summary(condition)
+        settings = ReaderSettings.from_params_file(args.params, args.namespace, args.gt_topic)
+        drives = open_drives(args.data, settings, args.condition)
+        runs, total = evaluate_drives(pipeline, drives)
     except BevQuantError as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         return 2
-    summary["model"] = str(args.model)
-    summary["data"] = args.data
-    per_class = ", ".join(f"{name} {v['AP']:.3f}" for name, v in summary["per_class"].items())
-    print(f"{args.data}: {summary['frames']} frames  mAP {summary['mAP']:.4f}  NDS {summary['NDS']:.4f}  "
-          f"mATE {summary['mATE']:.3f}  mASE {summary['mASE']:.3f}  mAOE {summary['mAOE']:.3f}  "
-          f"mAVE {summary['mAVE']:.3f}  (AAE omitted)\n  AP: {per_class}")
+    per_drive = {name: r.summary(getattr(d, "condition", args.condition)) for (name, r), d in zip(runs, drives)}
+    if len(runs) > 1:
+        for name, summary in per_drive.items():
+            print(_line(name, summary))
+    summary = total.summary(drives[0].condition if len(drives) == 1 else "all")
+    summary.update(model=str(args.model), data=args.data, drives=per_drive if len(runs) > 1 else None)
+    print(_line(args.data if len(runs) == 1 else f"all {len(runs)} drives", summary))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")

@@ -1,4 +1,8 @@
-"""Offline evaluation: frames -> pipeline -> nuScenes metrics, deterministic, no DDS."""
+"""Offline evaluation: drive frames -> pipeline -> nuScenes metrics, deterministic, no DDS.
+
+A drive without ground truth still runs: detections and timings are kept, metrics need
+ground truth (the quantization tools score INT8 against the FP32 model's detections instead).
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,8 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from bev_quant_ros.drives.frames import DriveFrame
 from bev_quant_ros.evaluation.metrics import DetectionMetrics, EvalConfig, evaluate_detections
-from bev_quant_ros.evaluation.sources import EvalFrame
 from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.perception.pipeline import BevPipeline
 
@@ -18,7 +22,8 @@ class EvaluationRun:
     """Detections next to their ground truth, frame by frame, plus stage timings."""
 
     predictions: list[Boxes3D] = field(default_factory=list)
-    ground_truth: list[Boxes3D] = field(default_factory=list)
+    ground_truth: list[Boxes3D] = field(default_factory=list)  # empty when the frames had none
+    stamps_ns: list[int] = field(default_factory=list)
     gt_num_lidar_points: list[np.ndarray] | None = field(default_factory=list)
     engine_ms: list[float] = field(default_factory=list)
     total_ms: list[float] = field(default_factory=list)
@@ -28,9 +33,36 @@ class EvaluationRun:
         return evaluate_detections(self.predictions, self.ground_truth, config=config or EvalConfig(),
                                    gt_num_lidar_points=self.gt_num_lidar_points)
 
+    @classmethod
+    def merged(cls, runs: Iterable["EvaluationRun"]) -> "EvaluationRun":
+        """All frames of ``runs`` as one run, so metrics are computed once over them (exact, not
+        an average of per-drive metrics); drives without ground truth are left out when any has it."""
+        runs = list(runs)
+        scored = [r for r in runs if r.has_ground_truth] or runs
+        total = cls(gt_num_lidar_points=None if any(r.gt_num_lidar_points is None for r in scored) else [])
+        for r in scored:
+            total.predictions += r.predictions
+            total.ground_truth += r.ground_truth
+            total.stamps_ns += r.stamps_ns
+            total.engine_ms += r.engine_ms
+            total.total_ms += r.total_ms
+            total.resets += r.resets
+            if total.gt_num_lidar_points is not None:
+                total.gt_num_lidar_points += r.gt_num_lidar_points
+        return total
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return bool(self.ground_truth) and len(self.ground_truth) == len(self.predictions)
+
     def summary(self, condition: str, config: EvalConfig | None = None) -> dict[str, Any]:
-        """The metrics JSON (keys mAP, NDS, mATE, ..., per_class, frames) plus condition and timing."""
-        result = self.metrics(config).to_json()
+        """The metrics JSON (keys mAP, NDS, mATE, ..., per_class, frames) plus condition and timing;
+        without ground truth only frames, detections per frame and timing."""
+        if self.has_ground_truth:
+            result = self.metrics(config).to_json()
+        else:
+            result = {"frames": len(self.predictions), "ground_truth": False}
+        result["detections_per_frame"] = float(np.mean([len(p) for p in self.predictions])) if self.predictions else 0.0
         result["condition"] = condition
         result["state_resets"] = self.resets
         if self.engine_ms:
@@ -39,13 +71,15 @@ class EvaluationRun:
         return result
 
 
-def run_pipeline(pipeline: BevPipeline, frames: Iterable[EvalFrame]) -> EvaluationRun:
+def run_pipeline(pipeline: BevPipeline, frames: Iterable[DriveFrame]) -> EvaluationRun:
     """Process ``frames`` in order (the recurrent state carries over) and collect the results."""
     run = EvaluationRun()
     for frame in frames:
         result = pipeline.process(frame.sensors)
         run.predictions.append(result.detections)
-        run.ground_truth.append(frame.ground_truth)
+        run.stamps_ns.append(frame.sensors.stamp_ns)
+        if frame.ground_truth is not None:
+            run.ground_truth.append(frame.ground_truth)
         if frame.gt_num_lidar_points is None or run.gt_num_lidar_points is None:
             run.gt_num_lidar_points = None  # unknown for some frame: no empty-box filter at all
         else:

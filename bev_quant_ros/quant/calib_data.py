@@ -18,10 +18,10 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
+from bev_quant_ros.drives.synth import SynthSpec, synth_frames
 from bev_quant_ros.engine.base import Engine, EngineDescription
 from bev_quant_ros.engine.contract import STATE_INPUT, STATE_OUTPUT
 from bev_quant_ros.errors import CalibrationError, ConfigError
-from bev_quant_ros.evaluation.sources import SynthSpec, synth_frames
 from bev_quant_ros.perception.box_decoding import DecodeConfig
 from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.perception.geometry import load_rig

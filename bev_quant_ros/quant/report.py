@@ -19,8 +19,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from bev_quant_ros.drives.synth import SynthSpec  # noqa: E402
 from bev_quant_ros.errors import ConfigError  # noqa: E402
-from bev_quant_ros.evaluation.sources import SynthSpec  # noqa: E402
 from bev_quant_ros.quant import assess  # noqa: E402
 from bev_quant_ros.quant.calib_data import merge_conditions, record_sequence  # noqa: E402
 from bev_quant_ros.quant.calibrate import SEARCH_FILE, STATS_FILE, THRESHOLDS_FILE, load_sensitivity  # noqa: E402

@@ -234,6 +234,8 @@ class BevPerceptionNode(Node):
         if stamp_ns is not None:
             with self._lock:
                 self.assembler.add_lidar(stamp_ns, msg)
+                if self.calibration.update_lidar_frame(msg.header.frame_id):  # mount from tf_static
+                    self._pending_rig = self.calibration.rig
 
     def _on_odometry(self, msg: Odometry) -> None:
         try:

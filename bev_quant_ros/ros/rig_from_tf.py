@@ -50,6 +50,7 @@ class RigCalibration:
         self.base_frame = base_frame
         self.transforms = StaticTransforms()
         self._camera_frames: dict[int, str] = {}
+        self._lidar_frame: str | None = None
 
     def update_intrinsics(self, camera_index: int, K: np.ndarray, width: int, height: int,
                           frame_id: str) -> bool:
@@ -63,10 +64,35 @@ class RigCalibration:
             self._replace(camera_index, K=np.asarray(K, np.float64), width=int(width), height=int(height))
         return self._apply_extrinsics(camera_index) or changed
 
+    def update_lidar_frame(self, frame_id: str) -> bool:
+        """The lidar's frame (a PointCloud2 header); True when its mount changed from static TF."""
+        if not frame_id or frame_id == self._lidar_frame:
+            return False
+        self._lidar_frame = frame_id
+        return self._apply_lidar_extrinsics()
+
     def add_static_transform(self, parent: str, child: str, T_parent_child: np.ndarray) -> bool:
-        """Apply one /tf_static transform; True when any camera's extrinsics changed."""
+        """Apply one /tf_static transform; True when any sensor's extrinsics changed."""
         self.transforms.add(parent, child, T_parent_child)
-        return any([self._apply_extrinsics(index) for index in self._camera_frames])
+        cameras = [self._apply_extrinsics(index) for index in self._camera_frames]
+        return self._apply_lidar_extrinsics() or any(cameras)
+
+    def _apply_lidar_extrinsics(self) -> bool:
+        T = self.transforms.lookup(self.base_frame, self._lidar_frame) if self._lidar_frame else None
+        if T is None or np.allclose(self.rig.T_ego_lidar, T, atol=EXTRINSICS_TOLERANCE, rtol=0):
+            return False
+        self.rig = dataclasses.replace(self.rig, T_ego_lidar=T, lidar_frame_id=self._lidar_frame)
+        return True
+
+    @property
+    def sources(self) -> dict[str, str]:
+        """Where each sensor's calibration came from (for the note a reader prints)."""
+        cameras = {camera.name: ("CameraInfo + tf_static" if self._camera_frames.get(i) and
+                                 self.transforms.lookup(self.base_frame, self._camera_frames[i]) is not None
+                                 else "CameraInfo" if i in self._camera_frames else "rig file")
+                   for i, camera in enumerate(self.rig.cameras)}
+        lidar_from_tf = self._lidar_frame and self.transforms.lookup(self.base_frame, self._lidar_frame) is not None
+        return {**cameras, "lidar": "tf_static" if lidar_from_tf else "rig file"}
 
     def _apply_extrinsics(self, camera_index: int) -> bool:
         frame = self._camera_frames.get(camera_index)

@@ -1,4 +1,4 @@
-"""Offline evaluation: a bag and the in-memory simulator give the same frames and detections."""
+"""Offline evaluation on drives: a bag and the in-memory simulator give the same frames and detections."""
 
 from __future__ import annotations
 
@@ -8,9 +8,13 @@ import numpy as np
 import pytest
 
 from bev_quant_ros.cli import main as bev_quant
-from bev_quant_ros.errors import ConfigError, InvalidMessageError
+from bev_quant_ros.drives.bag import BagDrive
+from bev_quant_ros.drives.settings import ReaderSettings
+from bev_quant_ros.drives.spec import open_drives
+from bev_quant_ros.drives.synth import SynthSpec, synth_frames
+from bev_quant_ros.errors import ConfigError
+from bev_quant_ros.evaluation.metrics import evaluate_detections
 from bev_quant_ros.evaluation.offline import run_pipeline
-from bev_quant_ros.evaluation.sources import SynthSpec, bag_frames, synth_frames
 from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.perception.pipeline import BevPipeline
 from bev_quant_ros.sim import generate_frames
@@ -27,7 +31,7 @@ def bag(tmp_path_factory):
 
 
 def test_bag_replay_equals_in_memory_frames(bag, tiny_model_path, tiny_model_config):
-    from_bag = list(bag_frames(bag, load_rig(), tiny_model_config))
+    from_bag = list(BagDrive(bag, ReaderSettings.from_params()).frames(tiny_model_config))
     in_memory = list(synth_frames(SPEC))
     assert [f.sensors.stamp_ns for f in from_bag] == [f.sensors.stamp_ns for f in in_memory]
     for a, b in zip(from_bag, in_memory):
@@ -67,26 +71,31 @@ def test_bad_synth_specs(data, message):
         SynthSpec.parse(data)
 
 
-def test_bad_data_paths(tmp_path, tiny_model_path, tiny_model_config, capsys):
-    with pytest.raises(ConfigError, match="not a rosbag2 directory"):
-        next(bag_frames(tmp_path, load_rig(), tiny_model_config))
+def test_bad_data_paths(tmp_path, tiny_model_path, capsys):
+    with pytest.raises(ConfigError, match="neither a rosbag2 directory nor a directory of bags"):
+        open_drives(tmp_path)
+    with pytest.raises(ConfigError, match="does not exist"):
+        open_drives(tmp_path / "absent")
     assert bev_quant(["evaluate", "--data", str(tmp_path), "--model", str(tiny_model_path)]) == 2
-    assert "not a rosbag2 directory" in capsys.readouterr().err
+    assert "neither a rosbag2 directory" in capsys.readouterr().err
 
 
-def test_bag_without_ground_truth_is_rejected(tmp_path, tiny_model_config):
-    from rosbags.rosbag2 import Writer
+def test_a_directory_of_bags_is_one_drive_each_and_the_total_is_computed_once(bag, tmp_path, tiny_model_path,
+                                                                              capsys):
+    import shutil
 
-    from bev_quant_ros.ros.detection_encoding import make_typestore
-
-    store = make_typestore()
-    with Writer(tmp_path / "bag", version=9) as writer:
-        connection = writer.add_connection("/CAM_FRONT/image_raw", "sensor_msgs/msg/Image", typestore=store)
-        Image = store.types["sensor_msgs/msg/Image"]
-        header = store.types["std_msgs/msg/Header"](stamp=store.types["builtin_interfaces/msg/Time"](sec=1, nanosec=0),
-                                                    frame_id="cam")
-        msg = Image(header=header, height=1, width=1, encoding="rgb8", is_bigendian=0, step=3,
-                    data=np.zeros(3, np.uint8))
-        writer.write(connection, 1_000_000_000, store.serialize_cdr(msg, "sensor_msgs/msg/Image"))
-    with pytest.raises(InvalidMessageError, match="no /ground_truth/objects"):
-        next(bag_frames(tmp_path / "bag", load_rig(), tiny_model_config))
+    drives_dir = tmp_path / "drives"
+    for name in ("a", "b"):
+        shutil.copytree(bag, drives_dir / name)
+    out = tmp_path / "all.json"
+    assert bev_quant(["evaluate", "--data", str(drives_dir), "--model", str(tiny_model_path), "--json", str(out)]) == 0
+    result = json.loads(out.read_text())
+    assert set(result["drives"]) == {"a", "b"} and result["frames"] == 2 * SPEC.frames
+    # the total is the metrics of all frames at once (not a mean of the per-drive values)
+    pipeline = BevPipeline.from_model(tiny_model_path, backend="onnxruntime", score_threshold=0.05)
+    run = run_pipeline(pipeline, synth_frames(SPEC))
+    expected = evaluate_detections(run.predictions * 2, run.ground_truth * 2).to_json()
+    assert result["NDS"] == pytest.approx(expected["NDS"], abs=1e-12)
+    assert result["mATE"] == pytest.approx(expected["mATE"], abs=1e-12)
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("a: ") and any(line.startswith("all 2 drives: ") for line in lines)

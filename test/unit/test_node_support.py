@@ -210,3 +210,21 @@ def test_sensor_frame_builder_checks_compressed_images_at_their_full_size(tiny_m
     assert frame.camera_valid.tolist() == [1, 1, 1, 1, 1, 0]
     assert frame.images[0].shape[1] < width  # decoded at a reduction, still accepted as the camera's size
     assert reports == [("cam5", "size_differs_from_camera_info")]
+
+
+def test_rig_calibration_takes_the_lidar_mount_from_static_tf_and_says_where_each_sensor_came_from():
+    rig = load_rig()
+    calibration = RigCalibration(rig)
+    assert set(calibration.sources.values()) == {"rig file"}
+    T = rig.T_ego_lidar.copy()
+    T[2, 3] += 0.3
+    assert not calibration.update_lidar_frame("")  # no frame id: nothing to look up
+    calibration.add_static_transform("base_link", "velodyne", T)
+    assert calibration.update_lidar_frame("velodyne")
+    np.testing.assert_allclose(calibration.rig.T_ego_lidar, T)
+    assert calibration.rig.lidar_frame_id == "velodyne" and calibration.sources["lidar"] == "tf_static"
+    cam = rig.cameras[2]
+    calibration.update_intrinsics(2, cam.K, cam.width, cam.height, "cam2_optical")
+    assert calibration.sources[cam.name] == "CameraInfo"
+    calibration.add_static_transform("base_link", "cam2_optical", cam.T_ego_cam)
+    assert calibration.sources[cam.name] == "CameraInfo + tf_static"
