@@ -54,6 +54,7 @@ setup(
         "rosbags",
         "numba",
         "PyYAML",
+        "tqdm",
     ],
     extras_require={"train": ["torch"], "report": ["matplotlib"], "test": ["pytest"]},
     zip_safe=False,
