@@ -26,7 +26,6 @@ from bev_quant_ros.ros.detection_encoding import detection_array_to_boxes
 from bev_quant_ros.sim import generate_frames
 from bev_quant_ros.sim.bag_writer import write_bag
 from bev_quant_ros.sim.ground_truth import GT_TOPIC
-
 from integration.node_harness import OUTPUT_TIMEOUT_S, running_node
 from integration.ros_helpers import spin_until
 from integration.sensor_publisher import RELIABLE
