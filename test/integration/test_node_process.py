@@ -67,3 +67,24 @@ def test_tensorrt_backend_where_it_cannot_run_exits_with_one_line_about_tensorrt
     assert len(errors) == 1, result.stderr
     assert "parameter 'backend'" in errors[0] and "tensorrt" in errors[0] and reason in errors[0]
     assert "model_path" not in errors[0]
+
+
+def test_repeated_ctrl_c_during_shutdown_exits_cleanly(ros_context, tiny_model_path):
+    import signal
+    import time
+
+    process = start_process([installed_executable(NODE), "--ros-args", "-p", f"model_path:={tiny_model_path}",
+                             "-p", "precision:=fp32", "-p", "diagnostics_period_s:=0.2"])
+    listener = rclpy.create_node("sigint_listener")
+    received: list[DiagnosticArray] = []
+    listener.create_subscription(DiagnosticArray, "/diagnostics", received.append, 10)
+    try:
+        assert spin_until(listener, lambda: received or process.poll() is not None, 30.0) and process.poll() is None
+    finally:
+        listener.destroy_node()
+    for _ in range(8):  # Ctrl-C held down: the first stops spinning, the others land in the cleanup
+        process.send_signal(signal.SIGINT)
+        time.sleep(0.05)
+    code, _, err = stop_process(process)
+    assert code == 0, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err[-2000:]
