@@ -1,5 +1,8 @@
 """Run a model over recorded sequences: detections, NDS per condition, output error vs a reference.
 
+NDS is scored against ground truth where the sequence has it, else against the FP32 model's
+own confident detections (`reference_for`); every output names which one (`Reference.label`).
+
 Every comparison (baselines, sensitivity, plan search, drift) uses these functions
 on the same recorded inputs, so FP32 and INT8 rows differ only by the model. The
 engine is the production ONNX Runtime backend and decoding is the production
@@ -8,6 +11,7 @@ decoder; only the simulation and preprocessing are replayed from the recording.
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +27,8 @@ from bev_quant_ros.perception.model_config import model_config_for_onnx
 from bev_quant_ros.quant.calib_data import RecordedSequence
 
 EVAL_SCORE_THRESHOLD = 0.05  # as `bev-quant evaluate`: AP integrates over the whole score range
+# Without ground truth, FP32 detections at the node's default score_threshold are the reference boxes
+REFERENCE_SCORE_THRESHOLD = 0.3
 HEAD_OUTPUTS = ("heatmap", "box_reg")
 
 
@@ -65,21 +71,60 @@ def run_model(model_path: str | Path, sequences: Sequence[RecordedSequence], thr
     return run
 
 
-def nds_by_condition(run: ModelRun, sequences: Sequence[RecordedSequence],
+def fp32_reference_label(score_threshold: float) -> str:
+    return f"FP32 detections >= {score_threshold:g}"
+
+
+@dataclass
+class Reference:
+    """What a model's detections are scored against, frame by frame, and the name every output quotes."""
+
+    boxes: list[Boxes3D]
+    gt_num_lidar_points: list[np.ndarray | None]
+    label: str  # "ground truth", "FP32 detections >= 0.3", or both joined by " + " for a mixed set
+
+
+def reference_for(sequences: Sequence[RecordedSequence], fp32: ModelRun,
+                  score_threshold: float = REFERENCE_SCORE_THRESHOLD) -> Reference:
+    """The one place the reference is chosen: a sequence's ground truth where it has some, else the
+    FP32 model's own detections (``fp32``: its run over ``sequences``) with score >= ``score_threshold``.
+
+    Scored against its own confident detections, the FP32 model gets mAP 1 and NDS 1; an INT8
+    model's loss is then how far it departs from FP32, which is what quantization must bound.
+    """
+    boxes: list[Boxes3D] = []
+    points: list[np.ndarray | None] = []
+    labels = []
+    start = 0
+    for sequence in sequences:
+        stop = start + len(sequence)
+        if sequence.has_ground_truth:
+            boxes += sequence.ground_truth
+            points += sequence.gt_num_lidar_points
+            labels.append("ground truth")
+        else:
+            for detections in fp32.detections[start:stop]:
+                confident = detections.select(detections.scores >= score_threshold)
+                boxes.append(dataclasses.replace(confident, scores=None))
+            points += [None] * len(sequence)
+            labels.append(fp32_reference_label(score_threshold))
+        start = stop
+    return Reference(boxes, points, " + ".join(dict.fromkeys(labels)))
+
+
+def nds_by_condition(run: ModelRun, reference: Reference,
                      config: EvalConfig | None = None) -> dict[str, dict[str, float]]:
-    """{condition: {"NDS", "mAP", "frames"}} plus "all" over every frame."""
-    ground_truth = [gt for s in sequences for gt in s.ground_truth]
-    points = [p for s in sequences for p in s.gt_num_lidar_points]
+    """{condition: {"NDS", "mAP", "frames"}} plus "all" over every frame, scored against ``reference``."""
     groups: dict[str, list[int]] = defaultdict(list)
     for index, condition in enumerate(run.conditions):
         groups[condition].append(index)
     groups["all"] = list(range(len(run.conditions)))
     result = {}
     for condition, indices in groups.items():
-        have_points = all(points[i] is not None for i in indices)
-        metrics = evaluate_detections([run.detections[i] for i in indices], [ground_truth[i] for i in indices],
+        points = [reference.gt_num_lidar_points[i] for i in indices]
+        metrics = evaluate_detections([run.detections[i] for i in indices], [reference.boxes[i] for i in indices],
                                       config=config or EvalConfig(),
-                                      gt_num_lidar_points=[points[i] for i in indices] if have_points else None)
+                                      gt_num_lidar_points=points if all(p is not None for p in points) else None)
         result[condition] = {"NDS": float(metrics.nd_score), "mAP": float(metrics.mean_ap), "frames": len(indices)}
     return result
 

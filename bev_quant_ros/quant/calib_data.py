@@ -10,21 +10,24 @@ benchmarks run many model variants on identical inputs without re-simulating.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping, Protocol, Sequence
 
 import numpy as np
 import onnx
 import onnxruntime as ort
 
-from bev_quant_ros.drives.synth import SynthSpec, synth_frames
+from bev_quant_ros.drives.frames import Drive
+from bev_quant_ros.drives.settings import ReaderSettings
+from bev_quant_ros.drives.spec import open_drives
+from bev_quant_ros.drives.synth import SynthDrive, SynthSpec
 from bev_quant_ros.engine.base import Engine, EngineDescription
 from bev_quant_ros.engine.contract import STATE_INPUT, STATE_OUTPUT
 from bev_quant_ros.errors import CalibrationError, ConfigError
 from bev_quant_ros.perception.box_decoding import DecodeConfig
 from bev_quant_ros.perception.boxes import Boxes3D
-from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.perception.model_config import ModelConfig, model_config_for_onnx
 from bev_quant_ros.perception.pipeline import BevPipeline
 from bev_quant_ros.perception.temporal import TemporalState
@@ -36,22 +39,44 @@ PREV_VALID = "prev_valid"
 
 @dataclass
 class RecordedSequence:
-    """Engine inputs of consecutive frames of one drive, with their ground truth."""
+    """Engine inputs of consecutive frames of one drive, with their ground truth when it has some."""
 
     condition: str
-    seed: int
+    name: str  # the drive and the window's first frame, e.g. "drive_a@12"
     feeds: list[dict[str, np.ndarray]] = field(default_factory=list)  # FRAME_INPUTS per frame
     resets: list[bool] = field(default_factory=list)  # True: state reset before this frame
-    ground_truth: list[Boxes3D] = field(default_factory=list)
+    ground_truth: list[Boxes3D] = field(default_factory=list)  # empty: the drive has no ground truth
     gt_num_lidar_points: list[np.ndarray | None] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.feeds)
 
+    @property
+    def has_ground_truth(self) -> bool:
+        return 0 < len(self.ground_truth) == len(self.feeds)
+
+
+class SequenceSet(Protocol):
+    """A balanced composition of windows: ``sequences_per_condition`` windows of
+    ``frames_per_sequence`` consecutive frames per condition label, cut from ``drives()``."""
+
+    sequences_per_condition: int
+    frames_per_sequence: int
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        """Condition labels, in order."""
+
+    def drives(self) -> list[tuple[str, Drive]]:
+        """(condition label, drive), read in this order."""
+
+    def describe(self) -> dict[str, Any]:
+        """What the set is, for the plan file and the report."""
+
 
 @dataclass(frozen=True)
 class SequenceSetSpec:
-    """A balanced (or deliberately unbalanced) composition of simulated sequences."""
+    """A balanced (or deliberately unbalanced) composition of simulated sequences: one drive each."""
 
     conditions: tuple[str, ...]
     sequences_per_condition: int
@@ -74,6 +99,56 @@ class SequenceSetSpec:
         return [SynthSpec(condition, self.seed_base + 1000 * index + k, self.frames_per_sequence)
                 for index, condition in enumerate(self.conditions)
                 for k in range(self.sequences_per_condition)]
+
+    def drives(self) -> list[tuple[str, Drive]]:
+        return [(s.condition, SynthDrive(s)) for s in self.synth_specs()]
+
+    def describe(self) -> dict[str, Any]:
+        return {"conditions": list(self.conditions),
+                "frames_per_condition": self.sequences_per_condition * self.frames_per_sequence,
+                "seed_base": self.seed_base}
+
+
+@dataclass(frozen=True)
+class DriveSource:
+    """One ``drives:`` entry of the config: a rosbag2, a directory of bags or ``synth:...``, and its label."""
+
+    path: str
+    condition: str
+
+
+@dataclass(frozen=True)
+class DriveSetSpec:
+    """Windows cut from a user's own drives, read with the node's configuration (``settings``)."""
+
+    sources: tuple[DriveSource, ...]
+    sequences_per_condition: int
+    frames_per_sequence: int
+    settings: ReaderSettings
+
+    def __post_init__(self) -> None:
+        if not self.sources:
+            raise ConfigError("drives: the list is empty")
+        if self.sequences_per_condition < 1 or self.frames_per_sequence < 1:
+            raise ConfigError("sequences_per_condition and frames_per_sequence must be >= 1")
+        self.drives()  # a missing path or a bag the params file cannot read fails here, before any work
+
+    @property
+    def conditions(self) -> tuple[str, ...]:
+        return tuple(dict.fromkeys(s.condition for s in self.sources))
+
+    def drives(self) -> list[tuple[str, Drive]]:
+        return [(s.condition, drive) for s in self.sources for drive in open_drives(s.path, self.settings,
+                                                                                     s.condition)]
+
+    def describe(self) -> dict[str, Any]:
+        return {"conditions": list(self.conditions),
+                "frames_per_condition": self.sequences_per_condition * self.frames_per_sequence,
+                "drives": [f"{s.path} ({s.condition})" for s in self.sources]}
+
+    def __str__(self) -> str:
+        return (f"{self.sequences_per_condition} x {self.frames_per_sequence} frames per condition of "
+                + ", ".join(f"{s.path} ({s.condition})" for s in self.sources))
 
 
 class _RecordingEngine(Engine):
@@ -107,25 +182,65 @@ class _RecordingEngine(Engine):
         return not self._reset_pending
 
 
-def record_sequence(model_path: str | Path, spec: SynthSpec) -> RecordedSequence:
-    """Simulate `spec` and keep the engine inputs the real pipeline would feed `model_path`."""
+def record_drive(model_path: str | Path, drive: Drive, condition: str | None = None,
+                 frames_per_sequence: int | None = None, windows: int | None = None) -> list[RecordedSequence]:
+    """The engine inputs the real pipeline would feed `model_path` on `drive`'s frames.
+
+    Cut into consecutive windows of ``frames_per_sequence`` frames (None: the whole drive as
+    one), each starting from a reset, at most ``windows`` of them; a partial last window is
+    dropped. ``condition`` labels the windows (default: the drive's own).
+    """
     config = model_config_for_onnx(model_path)
     engine = _RecordingEngine(config)
     decode_config = DecodeConfig(x_range_m=config.x_range_m, y_range_m=config.y_range_m,
                                  class_names=config.classes, score_threshold=0.99)
-    pipeline = BevPipeline(engine, config, load_rig(), decode_config, TemporalState())
-    engine.sequence = RecordedSequence(spec.condition, spec.seed)
-    for frame in synth_frames(spec):
+    pipeline = BevPipeline(engine, config, drive.rig, decode_config, TemporalState())
+    label = condition or drive.condition
+    window = frames_per_sequence or sys.maxsize  # None: the whole drive is one window
+    sequences: list[RecordedSequence] = []
+    for index, frame in enumerate(drive.frames(config)):
+        if index % window == 0:
+            pipeline.request_reset()
+            sequences.append(RecordedSequence(label, f"{drive.name}@{index}"))
+            engine.sequence = sequences[-1]
         pipeline.process(frame.sensors)
-        engine.sequence.ground_truth.append(frame.ground_truth)
-        engine.sequence.gt_num_lidar_points.append(frame.gt_num_lidar_points)
-    return engine.sequence
+        if frame.ground_truth is not None:
+            sequences[-1].ground_truth.append(frame.ground_truth)
+            sequences[-1].gt_num_lidar_points.append(frame.gt_num_lidar_points)
+        if len(sequences[-1]) == window and len(sequences) == windows:
+            break  # enough: the rest of the drive is not read
+    if frames_per_sequence and sequences and len(sequences[-1]) < frames_per_sequence:
+        sequences.pop()
+    return sequences
 
 
-def record_set(model_path: str | Path, spec: SequenceSetSpec) -> list[RecordedSequence]:
-    """All sequences of `spec`; an empty result is a CalibrationError (nothing to calibrate on)."""
-    sequences = [record_sequence(model_path, s) for s in spec.synth_specs()]
-    if not sequences or not any(len(s) for s in sequences):
+def record_sequence(model_path: str | Path, spec: SynthSpec) -> RecordedSequence:
+    """One simulated drive recorded whole (held-out and drift sequences)."""
+    return record_drive(model_path, SynthDrive(spec))[0]
+
+
+def record_set(model_path: str | Path, spec: SequenceSet) -> list[RecordedSequence]:
+    """``spec.sequences_per_condition`` windows per condition, from its drives in order.
+
+    A drive shorter than one window, or a condition whose drives give fewer windows, is a
+    ConfigError (the set would not be balanced); no frames at all is a CalibrationError.
+    """
+    per_condition: dict[str, list[RecordedSequence]] = {c: [] for c in spec.conditions}
+    window = spec.frames_per_sequence
+    for condition, drive in spec.drives():
+        wanted = spec.sequences_per_condition - len(per_condition[condition])
+        if wanted <= 0 or window == 0:
+            continue
+        windows = record_drive(model_path, drive, condition, window, wanted)
+        if not windows:
+            raise ConfigError(f"drive {drive.name} ({condition}) has fewer frames than one window of {window}")
+        per_condition[condition] += windows
+    short = {c: len(w) for c, w in per_condition.items() if window and len(w) < spec.sequences_per_condition}
+    if short:
+        raise ConfigError(f"not balanced: condition(s) {short} give fewer than {spec.sequences_per_condition} "
+                          f"windows of {window} frames (add drives or lower sequences_per_condition)")
+    sequences = [s for windows in per_condition.values() for s in windows]
+    if not sequences:
         raise CalibrationError(f"calibration set {spec} has no frames")
     return sequences
 

@@ -73,7 +73,7 @@ def calibrate_ranges(config: QuantConfig, sequences: list[RecordedSequence] | No
 
 def truncated(sequences: list[RecordedSequence], frames: int) -> list[RecordedSequence]:
     """The first `frames` frames of each sequence (a cheaper set for the sensitivity proxy)."""
-    return [RecordedSequence(s.condition, s.seed, s.feeds[:frames], s.resets[:frames], s.ground_truth[:frames],
+    return [RecordedSequence(s.condition, s.name, s.feeds[:frames], s.resets[:frames], s.ground_truth[:frames],
                              s.gt_num_lidar_points[:frames]) for s in sequences]
 
 
@@ -115,16 +115,17 @@ def run_calibration(config: QuantConfig, plan_path: Path | None = None, refine: 
     thresholds = calibration.thresholds[method]
     (work / SENSITIVITY_FILE).write_text(json.dumps([s.to_dict() for s in sensitivity], indent=1))
     start = read_plan(plan_path).node_names() if refine else None
-    chosen, steps, fp32 = search_plan(config.model, thresholds, sensitivity, validation, config.search_budget_nds,
-                                      config.op_types, config.threads, start=start)
-    (work / SEARCH_FILE).write_text(json.dumps({"method_errors": errors, "method": method, "fp32": fp32,
-                                                "steps": [s.__dict__ for s in steps]}, indent=1))
+    chosen, steps, fp32, reference = search_plan(
+        config.model, thresholds, sensitivity, validation, config.search_budget_nds, config.op_types, config.threads,
+        start=start, reference_score_threshold=config.reference_score_threshold)
+    (work / SEARCH_FILE).write_text(json.dumps({"method_errors": errors, "method": method, "reference": reference,
+                                                "fp32": fp32, "steps": [s.__dict__ for s in steps]}, indent=1))
     final = next(s for s in reversed(steps) if sorted(s.float_nodes) == sorted(chosen))
     plan = PrecisionPlan(
         model=config.model.name, model_sha256=sha256(config.model), method=method,
         percentile=config.percentile, op_types=list(config.op_types), budget_nds=config.search_budget_nds,
-        float_nodes=float_reasons(chosen, sensitivity, steps),
-        measured={**_measured(config, fp32, final.nds, steps[0].nds),
+        float_nodes=float_reasons(chosen, sensitivity, steps, reference),
+        measured={**_measured(config, fp32, final.nds, steps[0].nds, reference),
                   "all_int8_output_error_per_method": {m: round(e, 4) for m, e in errors.items()}})
     write_plan(plan, config.plan)
     write_models(config, plan, calibration)
@@ -139,15 +140,12 @@ def write_models(config: QuantConfig, plan: PrecisionPlan, calibration: Calibrat
         apply_plan(plan, config.model, thresholds, config.cpu_output, CPU, calibration.observed)
 
 
-def _measured(config: QuantConfig, fp32: dict, plan_nds: dict, all_int8: dict) -> dict[str, Any]:
-    """What the plan achieved on the validation set, NDS per condition (for the plan file)."""
+def _measured(config: QuantConfig, fp32: dict, plan_nds: dict, all_int8: dict, reference: str) -> dict[str, Any]:
+    """What the plan achieved on the validation set, NDS per condition against ``reference`` (plan file)."""
     def rounded(table: dict) -> dict[str, float]:
         return {c: round(v["NDS"], 4) for c, v in table.items()}
 
-    return {"validation_set": {"conditions": list(config.validation.conditions),
-                               "frames_per_condition": config.validation.sequences_per_condition
-                               * config.validation.frames_per_sequence,
-                               "seed_base": config.validation.seed_base},
+    return {"validation_set": config.validation.describe(), "reference": reference,
             "nds_fp32": rounded(fp32), "nds_plan": rounded(plan_nds), "nds_all_int8": rounded(all_int8)}
 
 

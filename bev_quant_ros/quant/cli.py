@@ -5,7 +5,24 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import sys
 from pathlib import Path
+from typing import Callable
+
+from bev_quant_ros.errors import BevQuantError
+
+Command = Callable[[argparse.Namespace], int]
+
+
+def _guarded(command: Command) -> Command:
+    """A bad config, drive or plan is one line on stderr and exit code 2, not a traceback."""
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return command(args)
+        except BevQuantError as exc:
+            print(f"{args.command}: {exc}", file=sys.stderr)
+            return 2
+    return run
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -16,17 +33,17 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--refine", action="store_true",
                            help="with --plan: try to return each of its float nodes to INT8 under this calibration "
                                 "(the search's prune pass) and write the result as the config's plan")
-    calibrate.set_defaults(func=_calibrate)
+    calibrate.set_defaults(func=_guarded(_calibrate))
     sensitivity = subparsers.add_parser("sensitivity", help="per-node sensitivity table (output error vs FP32)")
     sensitivity.add_argument("--config", required=True)
     sensitivity.add_argument("--json", help="also write the table here")
-    sensitivity.set_defaults(func=_sensitivity)
+    sensitivity.set_defaults(func=_guarded(_sensitivity))
     report = subparsers.add_parser("quant-report", help="Markdown + PNG report of ranges, sensitivity, drift, NDS")
     report.add_argument("--config", required=True)
     report.add_argument("--out", default="docs/quant_report")
     report.add_argument("--drift-frames", type=int, default=300)
     report.add_argument("--eval-frames", type=int, default=40, help="held-out frames per condition")
-    report.set_defaults(func=_report)
+    report.set_defaults(func=_guarded(_report))
 
 
 def _logging() -> None:
@@ -42,8 +59,11 @@ def _calibrate(args: argparse.Namespace) -> int:
     _logging()
     config = load_quant_config(args.config)
     plan = run_calibration(config, Path(args.plan) if args.plan else None, refine=args.refine)
-    print(f"wrote {config.output} ({config.output.stat().st_size / 1e6:.2f} MB), plan {config.plan}: "
-          f"{len(plan.float_nodes)} float node(s): {plan.node_names()}")
+    applied = args.plan and not args.refine
+    print(f"wrote {config.output} ({config.output.stat().st_size / 1e6:.2f} MB), plan "
+          f"{args.plan if applied else config.plan}: {len(plan.float_nodes)} float node(s): {plan.node_names()}")
+    if applied:
+        print("the plan was applied as written (ranges recalibrated, no search); its measured NDS:")
     print(json.dumps(plan.measured, indent=1))
     return 0
 

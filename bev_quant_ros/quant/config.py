@@ -1,4 +1,9 @@
-"""The calibration config file (`config/quant_bev_tiny.yaml`): every size and choice in one place."""
+"""The calibration config file (`config/quant_bev_tiny.yaml`): every size and choice in one place.
+
+Calibration and validation sets come in two forms with one meaning (calib_data.py): simulated
+(``conditions`` + ``seed_base``) or a user's drives (``drives: [{path, condition}]`` read with
+the node's ``params`` file in ``namespace``). Unknown keys are errors, so a typo is not ignored.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,14 @@ from typing import Any
 
 import yaml
 
+from bev_quant_ros.drives.settings import ReaderSettings
+from bev_quant_ros.drives.synth import SYNTH_PREFIX
 from bev_quant_ros.errors import ConfigError
-from bev_quant_ros.quant.calib_data import SequenceSetSpec
+from bev_quant_ros.quant.assess import REFERENCE_SCORE_THRESHOLD
+from bev_quant_ros.quant.calib_data import DriveSetSpec, DriveSource, SequenceSet, SequenceSetSpec
 from bev_quant_ros.quant.qdq import DEFAULT_OP_TYPES
 from bev_quant_ros.quant.ranges import METHODS
+from bev_quant_ros.sim.ground_truth import GT_TOPIC
 
 AUTO_METHOD = "auto"  # pick the method with the smallest all-INT8 output error on the validation frames
 
@@ -25,23 +34,68 @@ class QuantConfig:
     method: str
     percentile: float
     bins: int
-    calibration: SequenceSetSpec
-    validation: SequenceSetSpec  # plan search (calibration-held-out)
+    calibration: SequenceSet  # synthetic seeds or a user's drives (calib_data.py)
+    validation: SequenceSet  # plan search (calibration-held-out); without ground truth: FP32 detections
     sensitivity_frames: int  # first frames of each validation sequence used for the output proxy
     budget_nds: float  # the goal: worst per-condition NDS loss vs FP32 on held-out data
     search_budget_nds: float  # what the plan search demands on the (small) validation set: a margin for noise
     op_types: tuple[str, ...] = DEFAULT_OP_TYPES
     threads: int = 1
     cpu_output: Path | None = None  # same plan and ranges, ONNX Runtime CPU flavour (quant/qdq.py)
+    reference_score_threshold: float = REFERENCE_SCORE_THRESHOLD  # FP32 detections kept as reference (assess.py)
 
 
-def _spec(doc: dict[str, Any], where: str) -> SequenceSetSpec:
+TOP_KEYS = frozenset({"model", "output", "cpu_output", "plan", "work_dir", "threads", "calibration", "validation",
+                      "budget_nds", "search_budget_nds", "op_types", "reference_score_threshold"})
+SYNTH_KEYS = frozenset({"conditions", "sequences_per_condition", "frames_per_sequence", "seed_base"})
+DRIVE_KEYS = frozenset({"drives", "sequences_per_condition", "frames_per_sequence", "params", "namespace",
+                        "gt_topic"})
+SECTION_KEYS = {"calibration": frozenset({"method", "percentile", "bins"}),
+                "validation": frozenset({"sensitivity_frames"})}
+
+
+def _unknown(doc: Any, allowed: frozenset[str], where: str) -> None:
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{where} must be a mapping, got {type(doc).__name__}")
+    unknown = sorted(set(doc) - allowed)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; expected some of {sorted(allowed)}")
+
+
+def _drive_sources(entries: Any, base: Path, where: str) -> tuple[DriveSource, ...]:
+    if not isinstance(entries, list):
+        raise ConfigError(f"{where}.drives must be a list of {{path, condition}}")
+    sources = []
+    for i, entry in enumerate(entries):
+        _unknown(entry, frozenset({"path", "condition"}), f"{where}.drives[{i}]")
+        if "path" not in entry or "condition" not in entry:
+            raise ConfigError(f"{where}.drives[{i}] needs path and condition")
+        text = str(entry["path"])
+        sources.append(DriveSource(text if text.startswith(SYNTH_PREFIX) else str(base / text),
+                                   str(entry["condition"])))
+    return tuple(sources)
+
+
+def _spec(doc: Any, where: str, section: str, base: Path) -> SequenceSet:
+    """The synthetic form (conditions + seed_base) or the drives form (bags with condition labels)."""
+    drives = isinstance(doc, dict) and "drives" in doc
+    _unknown(doc, (DRIVE_KEYS if drives else SYNTH_KEYS) | SECTION_KEYS[section], where)
     try:
+        if drives:
+            params = doc.get("params")
+            settings = ReaderSettings.from_params_file(base / params if params else None,
+                                                       str(doc.get("namespace", "/")),
+                                                       str(doc.get("gt_topic", GT_TOPIC)))
+            return DriveSetSpec(_drive_sources(doc["drives"], base, where), int(doc["sequences_per_condition"]),
+                                int(doc["frames_per_sequence"]), settings)
         return SequenceSetSpec(tuple(doc["conditions"]), int(doc["sequences_per_condition"]),
                                int(doc["frames_per_sequence"]), int(doc["seed_base"]))
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:
-        raise ConfigError(f"{where}: needs conditions, sequences_per_condition, frames_per_sequence, "
-                          f"seed_base ({exc!r})") from None
+        needed = "drives" if drives else "conditions, seed_base"
+        raise ConfigError(f"{where}: needs {needed}, sequences_per_condition, frames_per_sequence "
+                          f"({exc!r})") from None
 
 
 def load_quant_config(path: str | Path, root: str | Path | None = None) -> QuantConfig:
@@ -52,6 +106,7 @@ def load_quant_config(path: str | Path, root: str | Path | None = None) -> Quant
         doc = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read quantization config {path}: {exc}") from exc
+    _unknown(doc, TOP_KEYS, str(path))
     try:
         calibration = doc["calibration"]
         config = QuantConfig(
@@ -59,13 +114,14 @@ def load_quant_config(path: str | Path, root: str | Path | None = None) -> Quant
             work_dir=base / doc.get("work_dir", ".cache/quant"),
             method=str(calibration.get("method", AUTO_METHOD)),
             percentile=float(calibration.get("percentile", 99.99)), bins=int(calibration.get("bins", 2048)),
-            calibration=_spec(calibration, f"{path}: calibration"),
-            validation=_spec(doc["validation"], f"{path}: validation"),
+            calibration=_spec(calibration, f"{path}: calibration", "calibration", base),
+            validation=_spec(doc["validation"], f"{path}: validation", "validation", base),
             sensitivity_frames=int(doc["validation"].get("sensitivity_frames", 12)),
             budget_nds=float(doc.get("budget_nds", 0.005)),
             search_budget_nds=float(doc.get("search_budget_nds", float(doc.get("budget_nds", 0.005)) / 2)),
             op_types=tuple(doc.get("op_types", DEFAULT_OP_TYPES)), threads=int(doc.get("threads", 1)),
-            cpu_output=base / doc["cpu_output"] if doc.get("cpu_output") else None)
+            cpu_output=base / doc["cpu_output"] if doc.get("cpu_output") else None,
+            reference_score_threshold=float(doc.get("reference_score_threshold", REFERENCE_SCORE_THRESHOLD)))
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"quantization config {path} lacks {exc}") from None
     if config.method not in (*METHODS, AUTO_METHOD):
@@ -75,6 +131,9 @@ def load_quant_config(path: str | Path, root: str | Path | None = None) -> Quant
         raise ConfigError(f"{path}: calibration.percentile must be in (50, 100], got {config.percentile}")
     if config.bins < 256 or config.bins & (config.bins - 1):
         raise ConfigError(f"{path}: calibration.bins must be a power of two >= 256, got {config.bins}")
+    if not 0.0 < config.reference_score_threshold < 1.0:
+        raise ConfigError(f"{path}: reference_score_threshold must be in (0, 1), got "
+                          f"{config.reference_score_threshold}")
     if not 0 <= config.search_budget_nds <= config.budget_nds:
         raise ConfigError(f"{path}: need 0 <= search_budget_nds <= budget_nds, got {config.search_budget_nds} "
                           f"and {config.budget_nds}")

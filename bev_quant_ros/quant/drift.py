@@ -20,7 +20,7 @@ import onnx
 from bev_quant_ros.engine.contract import STATE_INPUT, STATE_OUTPUT
 from bev_quant_ros.perception.box_decoding import decode
 from bev_quant_ros.perception.boxes import Boxes3D
-from bev_quant_ros.quant.assess import decode_config_for, frame_outputs
+from bev_quant_ros.quant.assess import REFERENCE_SCORE_THRESHOLD, decode_config_for, frame_outputs
 from bev_quant_ros.quant.calib_data import RecordedSequence
 
 MATCH_DISTANCE_M = 1.0
@@ -62,8 +62,9 @@ def detection_f1(reference: Boxes3D, candidate: Boxes3D, max_distance_m: float =
 
 
 def drift_curve(fp32_path: str | Path, int8_path: str | Path, sequence: RecordedSequence,
-                score_threshold: float = 0.3, threads: int = 1) -> DriftCurve:
-    """Side-by-side run (module docstring); detections at the node's default score threshold."""
+                score_threshold: float = REFERENCE_SCORE_THRESHOLD, threads: int = 1) -> DriftCurve:
+    """Side-by-side run (module docstring); the reference is always the FP32 model's detections
+    >= ``score_threshold`` (the node's default), so a drive needs no ground truth."""
     decode_config = decode_config_for(fp32_path, score_threshold)
     curve = DriftCurve()
     for ref, cand in zip(frame_outputs(fp32_path, sequence, threads), frame_outputs(int8_path, sequence, threads)):

@@ -125,20 +125,27 @@ class SearchStep:
 def search_plan(model_path: str | Path, thresholds: Mapping[str, float], sensitivity: Sequence[NodeSensitivity],
                 validation: Sequence[RecordedSequence], budget_nds: float = 0.005,
                 op_types: Sequence[str] = DEFAULT_OP_TYPES, threads: int = 1,
-                max_float_nodes: int = 16, start: Sequence[str] | None = None
-                ) -> tuple[list[str], list[SearchStep], dict[str, dict[str, float]]]:
+                max_float_nodes: int = 16, start: Sequence[str] | None = None,
+                reference_score_threshold: float = assess.REFERENCE_SCORE_THRESHOLD
+                ) -> tuple[list[str], list[SearchStep], dict[str, dict[str, float]], str]:
     """Greedy search, or with ``start`` the prune pass over those float nodes (module docstring);
-    returns (float nodes, every set measured once, FP32 NDS)."""
+    returns (float nodes, every set measured once, FP32 NDS, the reference's label).
+
+    NDS is scored against `assess.reference_for`: ground truth, or without it the FP32 model's
+    detections >= ``reference_score_threshold`` (FP32 then scores 1, and the drop is INT8's departure)."""
     if start is not None:
         check_nodes_exist(load_checked(model_path), start, "plan to refine")
-    fp32 = assess.nds_by_condition(assess.run_model(model_path, validation, threads), validation)
+    fp32_run = assess.run_model(model_path, validation, threads)
+    reference = assess.reference_for(validation, fp32_run, reference_score_threshold)
+    fp32 = assess.nds_by_condition(fp32_run, reference)
+    LOG.info("plan search: NDS against %s", reference.label)
     measured: dict[frozenset[str], SearchStep] = {}
     with tempfile.TemporaryDirectory(prefix="bev_quant_plan.") as tmp:
         def measure(float_nodes: list[str]) -> SearchStep:
             key = frozenset(float_nodes)
             if key not in measured:
                 path = write_qdq(model_path, Path(tmp) / "candidate.onnx", thresholds, float_nodes, op_types)
-                nds = assess.nds_by_condition(assess.run_model(path, validation, threads), validation)
+                nds = assess.nds_by_condition(assess.run_model(path, validation, threads), reference)
                 measured[key] = SearchStep(list(float_nodes), worst_drop(fp32, nds), nds)
                 LOG.info("plan: %d float node(s), worst NDS drop %.4f", len(float_nodes), measured[key].worst_drop)
             return measured[key]
@@ -159,7 +166,7 @@ def search_plan(model_path: str | Path, thresholds: Mapping[str, float], sensiti
             trial = [n for n in chosen if n != node]
             if measure(trial).worst_drop <= budget_nds:
                 chosen = trial
-    return chosen, list(measured.values()), fp32
+    return chosen, list(measured.values()), fp32, reference.label
 
 
 def _step_without(node: str, chosen: Sequence[str], steps: Sequence[SearchStep]) -> SearchStep | None:
@@ -171,8 +178,9 @@ def _step_without(node: str, chosen: Sequence[str], steps: Sequence[SearchStep])
 
 
 def float_reasons(chosen: Sequence[str], sensitivity: Sequence[NodeSensitivity],
-                  steps: Sequence[SearchStep]) -> list[FloatNode]:
-    """One line per float node: its measured sensitivity and what returning it to int8 cost.
+                  steps: Sequence[SearchStep], reference_label: str) -> list[FloatNode]:
+    """One line per float node: its measured sensitivity and what returning it to int8 cost
+    (NDS against ``reference_label``, which the line names).
 
     When the exact plan-minus-node set was never measured (a later prune trial removed
     another node), its superset trial is quoted with how many more nodes were float in it:
@@ -190,6 +198,7 @@ def float_reasons(chosen: Sequence[str], sensitivity: Sequence[NodeSensitivity],
             cost = (f"; returning it to int8 gives worst-condition NDS drop {without.worst_drop * 100:.2f} points"
                      + (f" (measured with {extra} more node(s) float)" if extra else ""))
         kept = f" (plan: {final.worst_drop * 100:.2f})" if final is not None else ""
+        kept += f"; NDS vs {reference_label}"
         result.append(FloatNode(node, s.op_type,
                                 f"output error vs FP32 all-INT8 {s.all_int8_error:.4f} -> {s.all_but_this_error:.4f} "
                                 f"with it float; alone in int8 {s.only_int8_error:.4f}{cost}{kept}"))

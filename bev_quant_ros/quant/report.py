@@ -2,8 +2,9 @@
 
 Reads what `bev-quant calibrate` left in the work dir (per-condition statistics,
 thresholds, sensitivity, plan search) and measures what only makes sense for the
-final model: per-condition NDS on held-out sets (seeds >= 100000) and recurrent
-drift over a long sequence, with the state path float vs int8.
+final model: per-condition NDS on held-out sets (seeds >= 100000; a config of drives: its
+validation drives) against ground truth or, without it, the FP32 detections (`assess.reference_for`),
+and recurrent drift over a long sequence, with the state path float vs int8.
 """
 
 from __future__ import annotations
@@ -22,8 +23,21 @@ import matplotlib.pyplot as plt  # noqa: E402
 from bev_quant_ros.drives.synth import SynthSpec  # noqa: E402
 from bev_quant_ros.errors import ConfigError  # noqa: E402
 from bev_quant_ros.quant import assess  # noqa: E402
-from bev_quant_ros.quant.calib_data import merge_conditions, record_sequence  # noqa: E402
-from bev_quant_ros.quant.calibrate import SEARCH_FILE, STATS_FILE, THRESHOLDS_FILE, load_sensitivity  # noqa: E402
+from bev_quant_ros.quant.calib_data import (  # noqa: E402
+    RecordedSequence,
+    SequenceSetSpec,
+    merge_conditions,
+    record_drive,
+    record_sequence,
+    record_set,
+)
+from bev_quant_ros.quant.calibrate import (  # noqa: E402
+    SEARCH_FILE,
+    STATS_FILE,
+    THRESHOLDS_FILE,
+    load_sensitivity,
+    truncated,
+)
 from bev_quant_ros.quant.config import QuantConfig  # noqa: E402
 from bev_quant_ros.quant.drift import DriftCurve, drift_curve, state_path_nodes  # noqa: E402
 from bev_quant_ros.quant.outliers import clip_points, condition_shift, range_table  # noqa: E402
@@ -101,10 +115,24 @@ def _load(work: Path) -> tuple[Any, dict, list[NodeSensitivity], dict]:
             load_sensitivity(work), json.loads((work / SEARCH_FILE).read_text()))
 
 
+def report_sets(config: QuantConfig, eval_frames: int, drift_frames: int
+                ) -> tuple[list[RecordedSequence], str, RecordedSequence]:
+    """(sequences to score, what they are, the drift sequence). A simulated config: held-out seeds
+    (>= 100000) per validation condition, and a long day drive; a config of drives: its validation
+    windows (the plan search's own set, not held out, and the title says so) and its first drive."""
+    if isinstance(config.validation, SequenceSetSpec):
+        held_out = [record_sequence(config.model, SynthSpec(c, HELD_OUT_SEED + 1000 * i, eval_frames))
+                    for i, c in enumerate(config.validation.conditions)]
+        drift = record_sequence(config.model, SynthSpec("day", DRIFT_SEED, drift_frames))
+        return held_out, f"held-out sets (seeds ≥ {HELD_OUT_SEED})", drift
+    condition, first = config.validation.drives()[0]
+    [drift] = truncated(record_drive(config.model, first, condition), drift_frames)
+    return record_set(config.model, config.validation), "the validation drives (not held out)", drift
+
+
 def drift_curves(config: QuantConfig, thresholds: Mapping[str, float], float_nodes: Sequence[str],
-                 frames: int) -> dict[str, DriftCurve]:
+                 sequence: RecordedSequence) -> dict[str, DriftCurve]:
     """Plan as shipped, plan with the state path forced int8, plan with the state path float."""
-    sequence = record_sequence(config.model, SynthSpec("day", DRIFT_SEED, frames))
     loop = state_path_nodes(load_checked(config.model), [n for n, _ in candidate_nodes(config.model,
                                                                                        config.op_types)])
     variants = {"plan": list(float_nodes),
@@ -114,7 +142,8 @@ def drift_curves(config: QuantConfig, thresholds: Mapping[str, float], float_nod
     with tempfile.TemporaryDirectory(prefix="bev_quant_drift.") as tmp:
         for label, nodes in variants.items():
             path = write_qdq(config.model, Path(tmp) / "variant.onnx", thresholds, nodes, config.op_types)
-            curves[label] = drift_curve(config.model, path, sequence, threads=config.threads)
+            curves[label] = drift_curve(config.model, path, sequence, config.reference_score_threshold,
+                                        config.threads)
     return curves
 
 
@@ -134,15 +163,15 @@ def write_report(config: QuantConfig, out_dir: Path, drift_frames: int = 300, ev
             distinct.append(r.tensor)
     plot_histograms(stats, thresholds, distinct[:4], out_dir / "range_histograms.png")
     plot_sensitivity(sensitivity, out_dir / "sensitivity.png")
-    curves = drift_curves(config, thresholds[plan.method], plan.node_names(), drift_frames)
+    held_out, held_out_title, drift_sequence = report_sets(config, eval_frames, drift_frames)
+    curves = drift_curves(config, thresholds[plan.method], plan.node_names(), drift_sequence)
     plot_drift(curves, out_dir / "drift.png")
-    held_out = [record_sequence(config.model, SynthSpec(c, HELD_OUT_SEED + 1000 * i, eval_frames))
-                for i, c in enumerate(config.validation.conditions)]
     models = {"FP32": config.model, "INT8 plan, TensorRT flavour": config.output}
     if config.cpu_output is not None:
         models["INT8 plan, CPU flavour"] = config.cpu_output
-    nds = {label: assess.nds_by_condition(assess.run_model(path, held_out, config.threads), held_out)
-           for label, path in models.items()}
+    runs = {label: assess.run_model(path, held_out, config.threads) for label, path in models.items()}
+    reference = assess.reference_for(held_out, runs["FP32"], config.reference_score_threshold)
+    nds = {label: assess.nds_by_condition(run, reference) for label, run in runs.items()}
     shift = condition_shift(stats)
     lines = [f"# Quantization report: `{config.model.name}` → `{config.output.name}`", "",
              f"FP32 model sha256 `{sha256(config.model)[:16]}…`; plan searched on sha256 "
@@ -150,7 +179,7 @@ def write_report(config: QuantConfig, out_dir: Path, drift_frames: int = 300, ev
              f"Calibration: {plan.method} on {config.calibration}; plan budget {plan.budget_nds * 100:.2f} NDS points "
              f"per condition. Regenerate: `bev-quant calibrate --config <config>` then "
              f"`bev-quant quant-report --config <config>`.", "",
-             "## Per-condition NDS on held-out sets (seeds ≥ 100000)", "",
+             f"## Per-condition NDS on {held_out_title}, against {reference.label}", "",
              "| condition | " + " | ".join(nds) + " | "
              + " | ".join(f"Δ NDS points, {k.removeprefix('INT8 plan, ')}" for k in list(nds)[1:]) + " |",
              "|---|" + "---|" * (2 * len(nds) - 1)]
@@ -175,7 +204,9 @@ def write_report(config: QuantConfig, out_dir: Path, drift_frames: int = 300, ev
               "|---|---|---|---|---|"]
     lines += [f"| `{_short(s.node)}` | {s.op_type} | {s.only_int8_error:.4f} | {s.all_but_this_error:.4f} | "
               f"{s.float_gain:+.4f} |" for s in sensitivity[:15]]
-    lines += ["", f"## Recurrent drift over {drift_frames} frames (day, seed {DRIFT_SEED})", "",
+    lines += ["", f"## Recurrent drift over {len(drift_sequence)} frames ({drift_sequence.name})", "",
+              f"Detection agreement: INT8 detections matched to FP32 detections >= "
+              f"{config.reference_score_threshold:g} (F1).", "",
               "![drift](drift.png)", "", "| variant | cosine @1 | cosine @last | rel. error @last | det. F1 @last |",
               "|---|---|---|---|---|"]
     for label, curve in curves.items():
@@ -183,7 +214,8 @@ def write_report(config: QuantConfig, out_dir: Path, drift_frames: int = 300, ev
         lines.append(f"| {label} | {curve.cosine[0]:.4f} | {last['cosine']:.4f} | {last['relative_error']:.4f} | "
                      f"{last['detection_f1']:.3f} |")
     lines += ["", "## Plan search log", "", "All-INT8, the greedy additions in sensitivity order (none when an "
-              "existing plan was refined), then the prune trials (each set measured once).", "",
+              "existing plan was refined), then the prune trials (each set measured once); NDS against "
+              f"{search.get('reference', 'ground truth')}.", "",
               "| float nodes | worst per-condition NDS drop (points) | all-condition NDS |", "|---|---|---|"]
     lines += [f"| {len(step['float_nodes'])}"
               + (f" (`{_short(step['float_nodes'][0])}`)" if len(step["float_nodes"]) == 1 else "")
@@ -191,6 +223,6 @@ def write_report(config: QuantConfig, out_dir: Path, drift_frames: int = 300, ev
     path = out_dir / "README.md"
     path.write_text("\n".join(lines) + "\n")
     (out_dir / "report.json").write_text(json.dumps({
-        "nds": nds, "drift": {k: v.at(drift_frames) for k, v in curves.items()},
+        "reference": reference.label, "nds": nds, "drift": {k: v.at(drift_frames) for k, v in curves.items()},
         "ranges": [r.to_dict() for r in overall]}, indent=1))
     return path

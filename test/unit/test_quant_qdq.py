@@ -177,7 +177,7 @@ def test_bad_inputs_are_typed_errors(calibrated, tiny_network_path, tmp_path):
     with pytest.raises(ModelContractError, match="cam_grid"):
         write_qdq(tmp_path / "renamed.onnx", tmp_path / "y.onnx", thresholds)
     with pytest.raises(CalibrationError, match="empty"):
-        collect_activation_stats(load_checked(tiny_network_path), [RecordedSequence("day", 50_000)], ["prev_bev"])
+        collect_activation_stats(load_checked(tiny_network_path), [RecordedSequence("day", "empty")], ["prev_bev"])
     (tmp_path / "broken.yaml").write_text("model: x\n")
     with pytest.raises(PrecisionPlanError, match="malformed"):
         read_plan(tmp_path / "broken.yaml")
@@ -215,9 +215,10 @@ def test_plan_search_keeps_ranked_nodes_only_while_the_budget_is_missed(calibrat
     softmax, conv = (next(n for n, op in nodes if op == kind) for kind in ("Softmax", "Conv"))
     ranked = [NodeSensitivity(softmax, "Softmax", 0.3, 0.1, 0.2), NodeSensitivity(conv, "Conv", 0.1, 0.2, 0.2),
               NodeSensitivity("/unused", "Add", 0.0, 0.2, 0.2)]  # no damage: never a candidate
-    chosen, steps, fp32 = search_plan(tiny_network_path, thresholds, ranked, sequences, budget_nds=1.0)
+    chosen, steps, fp32, reference = search_plan(tiny_network_path, thresholds, ranked, sequences, budget_nds=1.0)
     assert chosen == [] and len(steps) == 1 and set(fp32) == {"day", "night", "all"}
-    chosen, steps, _ = search_plan(tiny_network_path, thresholds, ranked, sequences, budget_nds=-1.0)
+    assert reference == "ground truth"  # simulated sequences carry it
+    chosen, steps, _, _ = search_plan(tiny_network_path, thresholds, ranked, sequences, budget_nds=-1.0)
     assert chosen == [softmax, conv]  # an unreachable budget keeps every damaging node, in rank order
     # greedy adds, then tries each removal; removing the last one gives a set measured already
     assert [s.float_nodes for s in steps] == [[], [softmax], [softmax, conv], [conv]]
@@ -228,12 +229,12 @@ def test_refining_a_plan_runs_the_prune_pass_on_its_nodes_only(calibrated, tiny_
     nodes = candidate_nodes(tiny_network_path)
     softmax, conv = (next(n for n, op in nodes if op == kind) for kind in ("Softmax", "Conv"))
     ranked = [NodeSensitivity(softmax, "Softmax", 0.3, 0.1, 0.2), NodeSensitivity(conv, "Conv", 0.1, 0.2, 0.2)]
-    chosen, steps, _ = search_plan(tiny_network_path, thresholds, ranked, sequences, budget_nds=1.0,
-                                   start=[conv, softmax])
+    chosen, steps, _, _ = search_plan(tiny_network_path, thresholds, ranked, sequences, budget_nds=1.0,
+                                      start=[conv, softmax])
     assert chosen == []  # a generous budget returns every node to int8
     # all-INT8, the plan as given, then its least sensitive node first (no greedy additions)
     assert [s.float_nodes for s in steps] == [[], [softmax, conv], [softmax]]
-    chosen, _, _ = search_plan(tiny_network_path, thresholds, ranked, sequences, budget_nds=-1.0, start=[conv])
+    chosen, _, _, _ = search_plan(tiny_network_path, thresholds, ranked, sequences, budget_nds=-1.0, start=[conv])
     assert chosen == [conv]
     with pytest.raises(PrecisionPlanError, match="not in the model"):
         search_plan(tiny_network_path, thresholds, ranked, sequences, start=["/no/such/node"])
