@@ -39,6 +39,7 @@ from bev_quant_ros.ros.sensor_frames import EgoPoses, SensorFrameBuilder
 LOG = logging.getLogger(__name__)
 NS_PER_S = 1_000_000_000
 END_OF_BAG_S = 1e6  # bag time added at the end: every incomplete camera set times out
+GROUND_TRUTH_WAIT_S = 1.0  # bag time a frame waits for ground truth recorded after its images
 
 
 def _expected_types(settings: ReaderSettings) -> dict[str, str]:
@@ -162,7 +163,7 @@ class BagDrive:
                                      self._report)
         poses = PoseBuffer()
         ground_truth: dict[int, Boxes3D] = {}
-        pending: list[AssembledFrame] = []
+        pending: list[tuple[float, AssembledFrame]] = []  # (bag time assembled, frame), in order
         store = make_typestore()
         pose_topic = s.odom_topic if s.ego_pose_source == "odom" else s.tf_topic
         wanted = [t for t in (*camera_index, s.lidar_topic, pose_topic, s.ground_truth_topic) if t in self._topics]
@@ -175,20 +176,21 @@ class BagDrive:
                 msg = store.deserialize_cdr(raw, connection.msgtype)
                 topic = connection.topic
                 if topic in camera_index:
-                    pending += assembler.add_camera(camera_index[topic], stamp_to_ns(msg.header.stamp), msg)
+                    ready = assembler.add_camera(camera_index[topic], stamp_to_ns(msg.header.stamp), msg)
+                    pending += [(bag_time_s[0], frame) for frame in ready]
                 elif topic == s.lidar_topic:
                     assembler.add_lidar(stamp_to_ns(msg.header.stamp), msg)
                 elif topic == s.ground_truth_topic:
                     ground_truth[stamp_to_ns(msg.header.stamp)] = detection_array_to_boxes(msg)
                 else:
                     self._add_pose(poses, topic, msg)
-                pending += assembler.poll()
-                for frame in self._ready(pending, ground_truth, poses, builder, flush=False):
+                pending += [(bag_time_s[0], frame) for frame in assembler.poll()]
+                for frame in self._ready(pending, ground_truth, poses, builder, bag_time_s[0]):
                     bar.update(1)
                     yield frame
             bag_time_s[0] += END_OF_BAG_S
-            pending += assembler.poll()
-            for frame in self._ready(pending, ground_truth, poses, builder, flush=True):
+            pending += [(bag_time_s[0], frame) for frame in assembler.poll()]
+            for frame in self._ready(pending, ground_truth, poses, builder, bag_time_s[0]):
                 bar.update(1)
                 yield frame
         if self.bad_inputs:
@@ -207,17 +209,20 @@ class BagDrive:
             if t.header.frame_id == s.odom_frame_id and t.child_frame_id == s.output_frame_id:
                 poses.add(stamp_to_ns(t.header.stamp), transform_to_matrix(t.transform))
 
-    def _ready(self, pending: list[AssembledFrame], ground_truth: dict[int, Boxes3D], poses: PoseBuffer,
-               builder: SensorFrameBuilder, flush: bool) -> Iterator[DriveFrame]:
-        """Frames whose ground truth has been read (it may come after the images); without a
-        ground-truth topic every assembled frame, in order."""
+    def _ready(self, pending: list[tuple[float, AssembledFrame]], ground_truth: dict[int, Boxes3D],
+               poses: PoseBuffer, builder: SensorFrameBuilder, bag_time_s: float) -> Iterator[DriveFrame]:
+        """Frames in order, each with its ground truth when the drive has some at its stamp.
+
+        Ground truth may be recorded after the images, so a frame waits for it up to
+        GROUND_TRUTH_WAIT_S of bag time; a frame without any (nuScenes sweeps between
+        keyframes, a drive without labels) still runs: the recurrent state needs every frame.
+        """
         while pending:
-            stamp = pending[0].stamp_ns
-            if self.has_ground_truth and stamp not in ground_truth and not flush:
+            assembled_at_s, assembled = pending[0]
+            stamp = assembled.stamp_ns
+            waiting = self.has_ground_truth and stamp not in ground_truth
+            if waiting and bag_time_s - assembled_at_s < GROUND_TRUTH_WAIT_S:
                 return
-            assembled = pending.pop(0)
-            truth = ground_truth.pop(stamp, None)
-            if self.has_ground_truth and truth is None:
-                continue  # a frame of a drive with ground truth but none at this stamp: not scored
+            pending.pop(0)
             sensors = builder.build(assembled, EgoPoses.look_up(poses, stamp, assembled.lidar_stamp_ns))
-            yield DriveFrame(sensors, truth, None, self.condition)
+            yield DriveFrame(sensors, ground_truth.pop(stamp, None), None, self.condition)

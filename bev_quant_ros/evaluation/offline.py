@@ -1,7 +1,9 @@
 """Offline evaluation: drive frames -> pipeline -> nuScenes metrics, deterministic, no DDS.
 
-A drive without ground truth still runs: detections and timings are kept, metrics need
-ground truth (the quantization tools score INT8 against the FP32 model's detections instead).
+Every frame runs (the recurrent state needs them all); metrics are computed over the
+frames that have ground truth (all of a synthetic drive, the keyframes of a nuScenes
+scene). A drive without ground truth still runs: detections and timings are kept (the
+quantization tools score INT8 against the FP32 model's detections instead).
 """
 
 from __future__ import annotations
@@ -19,49 +21,55 @@ from bev_quant_ros.perception.pipeline import BevPipeline
 
 @dataclass
 class EvaluationRun:
-    """Detections next to their ground truth, frame by frame, plus stage timings."""
+    """Detections of every frame next to its ground truth (None where it has none), plus timings."""
 
     predictions: list[Boxes3D] = field(default_factory=list)
-    ground_truth: list[Boxes3D] = field(default_factory=list)  # empty when the frames had none
+    ground_truth: list[Boxes3D | None] = field(default_factory=list)
     stamps_ns: list[int] = field(default_factory=list)
-    gt_num_lidar_points: list[np.ndarray] | None = field(default_factory=list)
+    gt_num_lidar_points: list[np.ndarray | None] = field(default_factory=list)
     engine_ms: list[float] = field(default_factory=list)
     total_ms: list[float] = field(default_factory=list)
     resets: int = 0
 
+    @property
+    def scored(self) -> list[int]:
+        """Indices of the frames with ground truth."""
+        return [i for i, truth in enumerate(self.ground_truth) if truth is not None]
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return bool(self.scored)
+
     def metrics(self, config: EvalConfig | None = None) -> DetectionMetrics:
-        return evaluate_detections(self.predictions, self.ground_truth, config=config or EvalConfig(),
-                                   gt_num_lidar_points=self.gt_num_lidar_points)
+        scored = self.scored
+        counts = [self.gt_num_lidar_points[i] for i in scored]
+        return evaluate_detections([self.predictions[i] for i in scored], [self.ground_truth[i] for i in scored],
+                                   config=config or EvalConfig(),
+                                   gt_num_lidar_points=None if any(c is None for c in counts) else counts)
 
     @classmethod
     def merged(cls, runs: Iterable["EvaluationRun"]) -> "EvaluationRun":
         """All frames of ``runs`` as one run, so metrics are computed once over them (exact, not
-        an average of per-drive metrics); drives without ground truth are left out when any has it."""
-        runs = list(runs)
-        scored = [r for r in runs if r.has_ground_truth] or runs
-        total = cls(gt_num_lidar_points=None if any(r.gt_num_lidar_points is None for r in scored) else [])
-        for r in scored:
+        an average of per-drive metrics)."""
+        total = cls()
+        for r in runs:
             total.predictions += r.predictions
             total.ground_truth += r.ground_truth
             total.stamps_ns += r.stamps_ns
+            total.gt_num_lidar_points += r.gt_num_lidar_points
             total.engine_ms += r.engine_ms
             total.total_ms += r.total_ms
             total.resets += r.resets
-            if total.gt_num_lidar_points is not None:
-                total.gt_num_lidar_points += r.gt_num_lidar_points
         return total
 
-    @property
-    def has_ground_truth(self) -> bool:
-        return bool(self.ground_truth) and len(self.ground_truth) == len(self.predictions)
-
     def summary(self, condition: str, config: EvalConfig | None = None) -> dict[str, Any]:
-        """The metrics JSON (keys mAP, NDS, mATE, ..., per_class, frames) plus condition and timing;
-        without ground truth only frames, detections per frame and timing."""
+        """The metrics JSON (keys mAP, NDS, mATE, ..., per_class, frames = scored frames) plus
+        condition and timing; without ground truth only frames, detections per frame and timing."""
         if self.has_ground_truth:
             result = self.metrics(config).to_json()
         else:
             result = {"frames": len(self.predictions), "ground_truth": False}
+        result["frames_run"] = len(self.predictions)
         result["detections_per_frame"] = float(np.mean([len(p) for p in self.predictions])) if self.predictions else 0.0
         result["condition"] = condition
         result["state_resets"] = self.resets
@@ -78,12 +86,8 @@ def run_pipeline(pipeline: BevPipeline, frames: Iterable[DriveFrame]) -> Evaluat
         result = pipeline.process(frame.sensors)
         run.predictions.append(result.detections)
         run.stamps_ns.append(frame.sensors.stamp_ns)
-        if frame.ground_truth is not None:
-            run.ground_truth.append(frame.ground_truth)
-        if frame.gt_num_lidar_points is None or run.gt_num_lidar_points is None:
-            run.gt_num_lidar_points = None  # unknown for some frame: no empty-box filter at all
-        else:
-            run.gt_num_lidar_points.append(frame.gt_num_lidar_points)
+        run.ground_truth.append(frame.ground_truth)
+        run.gt_num_lidar_points.append(frame.gt_num_lidar_points)
         run.engine_ms.append(result.timings.engine_ms)
         run.total_ms.append(result.timings.total_ms)
         run.resets += result.reset_reason is not None
