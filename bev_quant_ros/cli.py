@@ -20,6 +20,7 @@ SUBCOMMAND_MODULES: tuple[str, ...] = (
     "bev_quant_ros.model.cli",
     "bev_quant_ros.engine.cli",
     "bev_quant_ros.evaluation.cli",
+    "bev_quant_ros.drives.nuscenes_cli",
     "bev_quant_ros.quant.cli",
 )
 

@@ -23,9 +23,10 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -48,7 +49,7 @@ ODOM_FRAME, BASE_FRAME = "odom", "base_link"
 LIDAR_TOPIC, ODOM_TOPIC = "/lidar/points", "/odom"
 STORAGE_PLUGINS = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 _NEVER = QosTime(0, 0)
-_TF_STATIC_QOS = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, _NEVER,
+TF_STATIC_QOS = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, _NEVER,
                      _NEVER, QosLiveliness.AUTOMATIC, _NEVER, False)
 _POINT_FIELDS = ("x", "y", "z", "intensity", "t")
 
@@ -66,29 +67,41 @@ def image_topic(camera: str, compressed: bool) -> str:
     return f"/{camera}/image_raw/compressed" if compressed else f"/{camera}/image_raw"
 
 
+def check_bag_output(out: Path) -> None:
+    """ConfigError unless a bag can be created at ``out`` (absent or an empty directory, writable parent)."""
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"output {out} exists and is not an empty directory")
+    parent = out.resolve().parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK):
+        raise ConfigError(f"cannot write into {parent}: not a writable directory")
+
+
+@contextmanager
+def staged_bag_dir(out: Path) -> Iterator[Path]:
+    """The path to write a bag to: inside a hidden sibling directory, renamed to ``out`` only when
+    the block completes, so an error never leaves a bag that looks valid (see module docstring)."""
+    check_bag_output(out)
+    staging = out.resolve().parent / f".{out.name}.partial-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        staging.mkdir()
+        yield staging / out.name
+        if out.exists():
+            out.rmdir()
+        (staging / out.name).rename(out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def write_bag(out_dir: str | Path, frames: Iterable[SimFrame], rig: Rig, compressed: bool = False,
               storage: str = "mcap", jpeg_quality: int = 90) -> BagSummary:
     """Write ``frames`` to a new bag at ``out_dir`` (must not exist, or be an empty directory)."""
     out = Path(out_dir)
     if storage not in STORAGE_PLUGINS:
         raise ConfigError(f"unknown storage {storage!r}; expected one of {', '.join(STORAGE_PLUGINS)}")
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise ConfigError(f"output {out} exists and is not an empty directory")
-    parent = out.resolve().parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK):
-        raise ConfigError(f"cannot write into {parent}: not a writable directory")
-    staging = parent / f".{out.name}.partial-{os.getpid()}"
-    shutil.rmtree(staging, ignore_errors=True)
     start = time.perf_counter()
-    try:
-        staging.mkdir()
-        frame_count, object_count = _write(staging / out.name, frames, rig, compressed, STORAGE_PLUGINS[storage],
-                                           jpeg_quality)
-        if out.exists():
-            out.rmdir()
-        (staging / out.name).rename(out)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    with staged_bag_dir(out) as path:
+        frame_count, object_count = _write(path, frames, rig, compressed, STORAGE_PLUGINS[storage], jpeg_quality)
     size = sum(f.stat().st_size for f in out.rglob("*") if f.is_file())
     return BagSummary(out, frame_count, object_count, size / 1e6, time.perf_counter() - start)
 
@@ -110,7 +123,7 @@ def _write(path: Path, frames: Iterable[SimFrame], rig: Rig, compressed: bool, p
         c_lidar = conn(LIDAR_TOPIC, "sensor_msgs/msg/PointCloud2")
         c_odom = conn(ODOM_TOPIC, "nav_msgs/msg/Odometry")
         c_tf = conn("/tf", "tf2_msgs/msg/TFMessage")
-        c_tf_static = conn("/tf_static", "tf2_msgs/msg/TFMessage", (_TF_STATIC_QOS,))
+        c_tf_static = conn("/tf_static", "tf2_msgs/msg/TFMessage", (TF_STATIC_QOS,))
         c_gt = conn(GT_TOPIC, DETECTION3D_ARRAY)
 
         def write(connection, stamp_ns: int, msg) -> None:
@@ -119,18 +132,18 @@ def _write(path: Path, frames: Iterable[SimFrame], rig: Rig, compressed: bool, p
         for frame in frames:
             ns = frame.stamp_ns
             if frame_count == 0:
-                statics = [_transform(store, ns, BASE_FRAME, cam.frame_id, cam.T_ego_cam) for cam in rig.cameras]
-                statics.append(_transform(store, ns, BASE_FRAME, rig.lidar_frame_id, rig.T_ego_lidar))
+                statics = [transform_message(store, ns, BASE_FRAME, cam.frame_id, cam.T_ego_cam) for cam in rig.cameras]
+                statics.append(transform_message(store, ns, BASE_FRAME, rig.lidar_frame_id, rig.T_ego_lidar))
                 write(c_tf_static, ns, t["tf2_msgs/msg/TFMessage"](transforms=statics))
             write(c_tf, ns, t["tf2_msgs/msg/TFMessage"](
-                transforms=[_transform(store, ns, ODOM_FRAME, BASE_FRAME, frame.ego_pose)]))
+                transforms=[transform_message(store, ns, ODOM_FRAME, BASE_FRAME, frame.ego_pose)]))
             write(c_odom, ns, _odometry(store, frame))
             if frame.lidar_stamp_ns != last_sweep:
                 write(c_lidar, ns, _pointcloud(store, frame.points, frame.lidar_stamp_ns, rig.lidar_frame_id))
                 last_sweep = frame.lidar_stamp_ns
             for (cam, c_image, c_info), image in zip(cams, frame.images):
                 header = make_header(store, ns, cam.frame_id)
-                write(c_info, ns, _camera_info(store, cam, header))
+                write(c_info, ns, camera_info_message(store, cam, header))
                 write(c_image, ns, _compressed(store, image, header, jpeg_quality) if compressed
                       else _image(store, image, header))
             track_ids = [str(int(track)) for track in frame.gt_track_ids]
@@ -140,14 +153,14 @@ def _write(path: Path, frames: Iterable[SimFrame], rig: Rig, compressed: bool, p
     return frame_count, object_count
 
 
-def _pose(store, T: np.ndarray):
+def pose_message(store, T: np.ndarray):
     t = store.types
     p, q = matrix_to_translation_quaternion(T)
     return t["geometry_msgs/msg/Pose"](position=t["geometry_msgs/msg/Point"](x=p[0], y=p[1], z=p[2]),
                                        orientation=t["geometry_msgs/msg/Quaternion"](x=q[0], y=q[1], z=q[2], w=q[3]))
 
 
-def _transform(store, stamp_ns: int, parent: str, child: str, T_parent_child: np.ndarray):
+def transform_message(store, stamp_ns: int, parent: str, child: str, T_parent_child: np.ndarray):
     t = store.types
     p, q = matrix_to_translation_quaternion(T_parent_child)
     return t["geometry_msgs/msg/TransformStamped"](
@@ -164,7 +177,8 @@ def _odometry(store, frame: SimFrame):
     twist = t["geometry_msgs/msg/Twist"](linear=vec(x=v[0], y=v[1], z=v[2]), angular=vec(x=0.0, y=0.0, z=0.0))
     return t["nav_msgs/msg/Odometry"](
         header=make_header(store, frame.stamp_ns, ODOM_FRAME), child_frame_id=BASE_FRAME,
-        pose=t["geometry_msgs/msg/PoseWithCovariance"](pose=_pose(store, frame.ego_pose), covariance=np.zeros(36)),
+        pose=t["geometry_msgs/msg/PoseWithCovariance"](pose=pose_message(store, frame.ego_pose),
+                                                       covariance=np.zeros(36)),
         twist=t["geometry_msgs/msg/TwistWithCovariance"](twist=twist, covariance=np.zeros(36)))
 
 
@@ -178,7 +192,7 @@ def _pointcloud(store, points: np.ndarray, stamp_ns: int, frame_id: str):
         point_step=4 * len(_POINT_FIELDS), row_step=4 * len(_POINT_FIELDS) * len(points), data=data, is_dense=True)
 
 
-def _camera_info(store, cam, header):
+def camera_info_message(store, cam, header):
     t = store.types
     P = np.zeros((3, 4))
     P[:, :3] = cam.K
