@@ -56,7 +56,7 @@ setup(
         "PyYAML",
         "tqdm",
     ],
-    extras_require={"train": ["torch"], "report": ["matplotlib"], "test": ["pytest"]},
+    extras_require={"train": ["torch"], "report": ["matplotlib"], "test": ["pytest"], "fleet": ["ray"]},
     zip_safe=False,
     maintainer="bev_quant_ros developers",
     maintainer_email="dev@bev-quant-ros.local",

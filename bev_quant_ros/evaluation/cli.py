@@ -17,7 +17,9 @@ from typing import Any
 from bev_quant_ros.drives.settings import ReaderSettings
 from bev_quant_ros.drives.spec import open_drives
 from bev_quant_ros.errors import BevQuantError
-from bev_quant_ros.evaluation.offline import EvaluationRun, run_pipeline
+from bev_quant_ros.evaluation.drive_tasks import EvaluateJob, evaluate_drive, evaluate_fleet
+from bev_quant_ros.evaluation.offline import EvaluationRun
+from bev_quant_ros.fleet.runners import TaskResult, make_runner
 from bev_quant_ros.perception.pipeline import BevPipeline
 from bev_quant_ros.sim.ground_truth import GT_TOPIC
 
@@ -42,16 +44,24 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--condition", default="bag", help="condition label of the bags in the output")
     add_drive_arguments(parser)
     parser.add_argument("--json", type=Path, help="also write the metrics JSON here")
+    parser.add_argument("--nuscenes-results", type=Path, default=None,
+                        help="bags from nuscenes-to-bag: write the keyframes' detections as a nuScenes results JSON")
+    parser.add_argument("--devkit", type=Path, default=None, metavar="DATAROOT",
+                        help="bags from nuscenes-to-bag: also score them with nuscenes-devkit on this dataroot")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="drives as parallel tasks on this many local processes (with --ray: the local "
+                             "cluster's CPUs); default: one drive after the other in this process")
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="drives as Ray tasks: on the cluster at ADDRESS (ray://head:10001), or on a local "
+                             "cluster without one (docs/fleet.md)")
+    parser.add_argument("--fail-fast", action="store_true",
+                        help="with --workers/--ray: stop at the first drive that fails (default: report it, go on)")
     parser.set_defaults(func=run)
 
 
 def evaluate_drives(pipeline: BevPipeline, drives: list) -> tuple[list[tuple[str, EvaluationRun]], EvaluationRun]:
     """Each drive from a reset state on its own rig; the per-drive runs and all frames together."""
-    runs = []
-    for drive in drives:
-        pipeline.set_rig(drive.rig)
-        pipeline.request_reset()
-        runs.append((drive.name, run_pipeline(pipeline, drive.frames(pipeline.model_config))))
+    runs = [(drive.name, evaluate_drive(pipeline, drive)) for drive in drives]
     return runs, EvaluationRun.merged(run for _, run in runs)
 
 
@@ -65,12 +75,29 @@ def _line(name: str, summary: dict[str, Any]) -> str:
             f"mAVE {summary['mAVE']:.3f}  (AAE omitted)\n  AP: {per_class}")
 
 
+def _evaluate_in_tasks(args: argparse.Namespace, settings: ReaderSettings) -> list[TaskResult]:
+    """--workers / --ray: one task per drive (bev_quant_ros/fleet), results in drive order."""
+    job = EvaluateJob(str(Path(args.model).resolve()), args.backend, args.score_threshold, settings, args.condition)
+    with make_runner(args.workers, args.ray) as runner:
+        return evaluate_fleet(job, args.data, runner, args.fail_fast)
+
+
 def run(args: argparse.Namespace) -> int:
+    failed: list[TaskResult] = []
     try:
-        pipeline = BevPipeline.from_model(args.model, backend=args.backend, score_threshold=args.score_threshold)
         settings = ReaderSettings.from_params_file(args.params, args.namespace, args.gt_topic)
-        drives = open_drives(args.data, settings, args.condition)
-        runs, total = evaluate_drives(pipeline, drives)
+        if args.workers not in (None, 1) or args.ray is not None:
+            results = _evaluate_in_tasks(args, settings)
+            failed = [r for r in results if not r.ok]
+            drives = [r.value for r in results if r.ok]  # DriveRun: name, condition, path, run
+            if not drives:
+                raise BevQuantError(f"every drive failed ({len(failed)})")
+            runs = [(d.name, d.run) for d in drives]
+            total = EvaluationRun.merged(r for _, r in runs)
+        else:
+            pipeline = BevPipeline.from_model(args.model, backend=args.backend, score_threshold=args.score_threshold)
+            drives = open_drives(args.data, settings, args.condition)
+            runs, total = evaluate_drives(pipeline, drives)
     except BevQuantError as exc:
         print(f"evaluate: {exc}", file=sys.stderr)
         return 2
@@ -80,8 +107,20 @@ def run(args: argparse.Namespace) -> int:
             print(_line(name, summary))
     summary = total.summary(drives[0].condition if len(drives) == 1 else "all")
     summary.update(model=str(args.model), data=args.data, drives=per_drive if len(runs) > 1 else None)
+    if failed:
+        summary["failed_drives"] = {r.name: r.error for r in failed}
     print(_line(args.data if len(runs) == 1 else f"all {len(runs)} drives", summary))
+    if args.nuscenes_results or args.devkit:
+        from bev_quant_ros.evaluation.nuscenes_results import nuscenes_report
+        try:
+            print(nuscenes_report([getattr(d, "path", None) for d in drives], [r for _, r in runs], settings, summary,
+                                  args.nuscenes_results, args.devkit))
+        except BevQuantError as exc:
+            print(f"evaluate: {exc}", file=sys.stderr)
+            return 2
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(summary, indent=2) + "\n")
-    return 0
+    for r in failed:
+        print(f"evaluate: drive {r.name} failed, left out of the metrics: {r.error}", file=sys.stderr)
+    return 2 if failed else 0

@@ -18,6 +18,7 @@ from typing import Any
 
 from bev_quant_ros.engine.contract import INPUT_VALUE_RANGES
 from bev_quant_ros.errors import ConfigError
+from bev_quant_ros.fleet.runners import Runner
 from bev_quant_ros.quant.bounded import bounded_tensor_ranges
 from bev_quant_ros.quant.calib_data import (
     ConditionStats,
@@ -27,6 +28,7 @@ from bev_quant_ros.quant.calib_data import (
     record_set,
 )
 from bev_quant_ros.quant.config import AUTO_METHOD, QuantConfig
+from bev_quant_ros.quant.parallel_stats import parallel_activation_stats
 from bev_quant_ros.quant.plan import (
     PrecisionPlan,
     apply_plan,
@@ -55,11 +57,15 @@ class Calibration:
     observed: dict[str, tuple[float, float]]  # tensor -> (min, max) over all conditions
 
 
-def calibrate_ranges(config: QuantConfig, sequences: list[RecordedSequence] | None = None) -> Calibration:
-    """Record the calibration set (unless given), collect statistics, compute every method's thresholds."""
+def calibrate_ranges(config: QuantConfig, sequences: list[RecordedSequence] | None = None,
+                     runner: Runner | None = None) -> Calibration:
+    """Record the calibration set (unless given), collect statistics (one task per sequence on
+    ``runner`` when given: merged exactly, docs/fleet.md), compute every method's thresholds."""
     model = load_checked(config.model)
     sequences = sequences if sequences is not None else record_set(config.model, config.calibration)
-    stats = collect_activation_stats(model, sequences, calibration_tensors(model, config.op_types), config.bins)
+    tensors = calibration_tensors(model, config.op_types)
+    stats = (collect_activation_stats(model, sequences, tensors, config.bins) if runner is None
+             else parallel_activation_stats(config.model, sequences, tensors, runner, config.bins))
     merged = merge_conditions(stats)
     thresholds = {m: compute_thresholds(merged, m, config.percentile) for m in METHODS}
     observed = {name: (s.minimum, s.maximum) for name, s in merged.items()}
@@ -88,7 +94,8 @@ def run_sensitivity(config: QuantConfig, calibration: Calibration, proxy_set: li
     return method, errors, sensitivity
 
 
-def run_calibration(config: QuantConfig, plan_path: Path | None = None, refine: bool = False) -> PrecisionPlan:
+def run_calibration(config: QuantConfig, plan_path: Path | None = None, refine: bool = False,
+                    runner: Runner | None = None) -> PrecisionPlan:
     """The whole `calibrate` command (module docstring); returns the plan that was applied.
 
     ``refine``: instead of applying ``plan_path`` as written, try to return each of its float
@@ -98,7 +105,7 @@ def run_calibration(config: QuantConfig, plan_path: Path | None = None, refine: 
     work = config.work_dir
     work.mkdir(parents=True, exist_ok=True)
     LOG.info("calibration set %s", config.calibration)
-    calibration = calibrate_ranges(config)
+    calibration = calibrate_ranges(config, runner=runner)
     (work / STATS_FILE).write_bytes(pickle.dumps(calibration.stats))
     (work / THRESHOLDS_FILE).write_text(json.dumps(calibration.thresholds, indent=1))
     if plan_path is not None and not refine:

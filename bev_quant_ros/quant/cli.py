@@ -33,6 +33,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--refine", action="store_true",
                            help="with --plan: try to return each of its float nodes to INT8 under this calibration "
                                 "(the search's prune pass) and write the result as the config's plan")
+    calibrate.add_argument("--workers", type=int, default=None,
+                           help="collect the statistics of each calibration sequence as a task on this many "
+                                "local processes (merged exactly; docs/fleet.md)")
+    calibrate.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                           help="the statistics tasks on Ray: the cluster at ADDRESS, or a local one without")
     calibrate.set_defaults(func=_guarded(_calibrate))
     sensitivity = subparsers.add_parser("sensitivity", help="per-node sensitivity table (output error vs FP32)")
     sensitivity.add_argument("--config", required=True)
@@ -58,7 +63,12 @@ def _calibrate(args: argparse.Namespace) -> int:
 
     _logging()
     config = load_quant_config(args.config)
-    plan = run_calibration(config, Path(args.plan) if args.plan else None, refine=args.refine)
+    from bev_quant_ros.fleet.runners import make_runner
+
+    parallel = args.workers not in (None, 1) or args.ray is not None
+    with make_runner(args.workers, args.ray) as runner:
+        plan = run_calibration(config, Path(args.plan) if args.plan else None, refine=args.refine,
+                               runner=runner if parallel else None)
     applied = args.plan and not args.refine
     print(f"wrote {config.output} ({config.output.stat().st_size / 1e6:.2f} MB), plan "
           f"{args.plan if applied else config.plan}: {len(plan.float_nodes)} float node(s): {plan.node_names()}")

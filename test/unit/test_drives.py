@@ -9,6 +9,7 @@ import pytest
 import yaml
 
 from bev_quant_ros.cli import main as bev_quant
+from bev_quant_ros.drives.remap import autoware_params, autoware_renames, remap_bag
 from bev_quant_ros.drives.settings import ReaderSettings, load_node_params
 from bev_quant_ros.drives.spec import open_drives
 from bev_quant_ros.errors import BagError, ConfigError
@@ -17,7 +18,6 @@ from bev_quant_ros.perception.pipeline import BevPipeline
 from bev_quant_ros.sim import generate_frames
 from bev_quant_ros.sim.bag_writer import write_bag
 from bev_quant_ros.sim.ground_truth import GT_TOPIC
-from drive_fixtures import autoware_params, autoware_renames, remap_bag
 
 FRAMES = 6
 

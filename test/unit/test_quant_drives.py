@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from bev_quant_ros.cli import main as bev_quant
+from bev_quant_ros.drives.remap import autoware_params, autoware_renames, remap_bag
 from bev_quant_ros.drives.settings import ReaderSettings
 from bev_quant_ros.drives.spec import open_drives
 from bev_quant_ros.drives.synth import SynthDrive, SynthSpec
@@ -31,7 +32,6 @@ from bev_quant_ros.quant.ranges import compute_thresholds
 from bev_quant_ros.sim import generate_frames
 from bev_quant_ros.sim.bag_writer import write_bag
 from bev_quant_ros.sim.ground_truth import GT_TOPIC
-from drive_fixtures import autoware_params, autoware_renames, remap_bag
 
 FRAMES = 7  # per bag: two windows of 3 and one frame left over
 SEEDS = {"day": 50_000, "night": 51_000}
@@ -190,6 +190,11 @@ def test_calibrate_on_own_drives_without_ground_truth_writes_both_flavours_and_n
     assert plan.float_nodes and all(f.reason.endswith(f"NDS vs {label}") for f in plan.float_nodes)
     assert json.loads((tmp_path / "work" / "search.json").read_text())["reference"] == label
     assert "float node(s)" in capsys.readouterr().out
+    # statistics as one task per sequence on two local processes: the same models, byte for byte
+    single = {name: (tmp_path / name).read_bytes() for name in ("int8.onnx", "int8_cpu.onnx")}
+    assert bev_quant(["calibrate", "--config", str(path), "--workers", "2"]) == 0
+    assert {name: (tmp_path / name).read_bytes() for name in single} == single
+    capsys.readouterr()
     out = tmp_path / "report"
     assert bev_quant(["quant-report", "--config", str(path), "--out", str(out), "--drift-frames", "3"]) == 0
     report = (out / "README.md").read_text()

@@ -1,7 +1,9 @@
-"""Drives as a user would bring them: a synthetic bag re-recorded under other topic names.
+"""Re-record a bag under other topic names: a drive as another vehicle would bring it.
 
 Messages are copied as raw CDR (rosbags), so the bytes are the original ones; only the
-topic names change, and topics can be left out (no ground truth, no rig file).
+topic names change, and topics can be left out (e.g. the ground truth). The Autoware-style
+names below are the example the tests and `benchmarks/bench_own_drives.py` use for "a
+user's own drive": other topic names, the rig only in CameraInfo + tf_static, no labels.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ AUTOWARE_CAMERAS = {"CAM_FRONT": "front", "CAM_FRONT_RIGHT": "front_right", "CAM
 
 
 def autoware_renames(compressed: bool) -> dict[str, str]:
+    """The node's default topics (as recorded by `bev-quant synth`) -> the Autoware-style names."""
     suffix = "/compressed" if compressed else ""
     renames = {f"/{cam}/image_raw{suffix}": f"/sensing/camera/{name}/image_raw{suffix}"
                for cam, name in AUTOWARE_CAMERAS.items()}

@@ -1,0 +1,185 @@
+"""Fleet scale (bev_quant_ros/fleet): drives and calibration sequences as independent tasks on a
+local 2-CPU Ray cluster and on local worker processes give the single process's numbers."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+
+from bev_quant_ros.cli import main as bev_quant
+from bev_quant_ros.drives.settings import ReaderSettings
+from bev_quant_ros.drives.spec import open_drives
+from bev_quant_ros.drives.synth import SynthDrive, SynthSpec
+from bev_quant_ros.evaluation.drive_tasks import EvaluateJob, evaluate_drive, evaluate_fleet
+from bev_quant_ros.fleet.runners import NOT_RUN, InProcessRunner, LocalPoolRunner, RayRunner, run_tasks
+from bev_quant_ros.perception.geometry import load_rig
+from bev_quant_ros.perception.pipeline import BevPipeline
+from bev_quant_ros.quant.calib_data import collect_activation_stats, record_drive
+from bev_quant_ros.quant.parallel_stats import parallel_activation_stats
+from bev_quant_ros.sim import generate_frames
+from bev_quant_ros.sim.bag_writer import write_bag
+
+ray = pytest.importorskip("ray", reason="ray (the optional 'fleet' extra) is not installed")
+
+DRIVES = {"a_day": ("day", 100_011), "b_night": ("night", 100_012), "c_rain": ("rain", 100_013)}
+FRAMES = 4
+TIMING_KEYS = {"engine_ms_median", "pipeline_ms_median"}  # wall time: differs from run to run
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def drives_dir(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("fleet") / "drives"
+    root.mkdir()
+    for name, (condition, seed) in DRIVES.items():
+        write_bag(root / name, generate_frames(seed, condition, FRAMES), load_rig())
+    return root
+
+
+def _evaluate(data: Path, model: Path, out: Path, *extra: str) -> tuple[int, dict]:
+    code = bev_quant(["evaluate", "--data", str(data), "--model", str(model), "--json", str(out), *extra])
+    return code, json.loads(out.read_text())
+
+
+def _without_timing(summary: dict) -> dict:
+    return {k: v for k, v in summary.items() if k not in TIMING_KEYS}
+
+
+def _assert_same_metrics(got: dict, expected: dict) -> None:
+    """Every number to 1e-9, every other value equal (timings left out)."""
+    got, expected = _without_timing(got), _without_timing(expected)
+    assert set(got) == set(expected)
+    for key, value in expected.items():
+        if isinstance(value, dict):
+            _assert_same_metrics(got[key], value)
+        elif isinstance(value, float):
+            assert got[key] == pytest.approx(value, abs=1e-9), key
+        else:
+            assert got[key] == value, key
+
+
+@pytest.fixture(scope="module")
+def single(drives_dir, tiny_model_path, tmp_path_factory) -> dict:
+    code, summary = _evaluate(drives_dir, tiny_model_path, tmp_path_factory.mktemp("single") / "m.json")
+    assert code == 0 and summary["frames"] == len(DRIVES) * FRAMES
+    return summary
+
+
+@pytest.mark.parametrize("how", [["--ray"], ["--workers", "2"]], ids=["ray", "workers"])
+def test_tasks_give_the_single_process_metrics(how, ray_cluster, drives_dir, tiny_model_path, single, tmp_path):
+    code, summary = _evaluate(drives_dir, tiny_model_path, tmp_path / "m.json", *how)
+    assert code == 0
+    assert list(summary["drives"]) == list(DRIVES)  # drive order, whatever finished first
+    for name, per_drive in single["drives"].items():
+        _assert_same_metrics(summary["drives"][name], per_drive)
+    _assert_same_metrics({k: v for k, v in summary.items() if k != "drives"},
+                         {k: v for k, v in single.items() if k != "drives"})
+    assert single["detections_per_frame"] > 1 and single["drives"]["a_day"]["mAP"] > 0  # not empty runs
+
+
+def test_each_task_returns_its_drives_own_detections(ray_cluster, drives_dir, tiny_model_path):
+    job = EvaluateJob(str(tiny_model_path), "onnxruntime", 0.05, ReaderSettings.from_params(), "bag")
+    with RayRunner() as runner:
+        results = evaluate_fleet(job, drives_dir, runner)
+    pipeline = BevPipeline.from_model(tiny_model_path, backend="onnxruntime", score_threshold=0.05)
+    for result, drive in zip(results, open_drives(drives_dir, job.settings)):
+        expected = evaluate_drive(pipeline, drive)
+        assert result.ok and result.value.name == drive.name and len(result.value.run.predictions) == FRAMES
+        assert result.value.run.stamps_ns == expected.stamps_ns
+        for got, want in zip(result.value.run.predictions, expected.predictions):
+            assert got.class_names == want.class_names
+            np.testing.assert_array_equal(got.scores, want.scores)
+            np.testing.assert_array_equal(got.centers, want.centers)
+
+
+def _with_broken(drives_dir: Path, root: Path, how: str) -> Path:
+    shutil.copytree(drives_dir, root)
+    if how == "metadata":
+        (root / "broken").mkdir()
+        (root / "broken" / "metadata.yaml").write_text("rosbag2_bagfile_information: [not, a, bag\n")
+    else:  # a copy whose data file is cut short
+        shutil.copytree(drives_dir / "a_day", root / "broken")
+        (data,) = (root / "broken").glob("*.mcap")
+        data.write_bytes(data.read_bytes()[: data.stat().st_size // 3])
+    return root
+
+
+@pytest.mark.parametrize("how, broken", [(["--ray"], "metadata"), (["--workers", "2"], "truncated")])
+def test_a_corrupt_drive_is_named_and_the_others_are_scored(how, broken, ray_cluster, drives_dir, tiny_model_path,
+                                                            single, tmp_path, capsys):
+    data = _with_broken(drives_dir, tmp_path / "drives", broken)
+    code, summary = _evaluate(data, tiny_model_path, tmp_path / "m.json", *how)
+    assert code == 2
+    assert "evaluate: drive broken failed" in capsys.readouterr().err
+    assert list(summary["failed_drives"]) == ["broken"] and list(summary["drives"]) == list(DRIVES)
+    _assert_same_metrics({k: v for k, v in summary.items() if k not in ("drives", "failed_drives", "data")},
+                         {k: v for k, v in single.items() if k not in ("drives", "data")})
+
+
+def _fail_on_b(name: str) -> str:
+    if name == "b":
+        raise ValueError("drive b is corrupt")
+    return name.upper()
+
+
+def test_fail_fast_stops_at_the_first_failure():
+    names = ["a", "b", "c"]
+    args = [(n,) for n in names]
+    going_on = run_tasks(InProcessRunner(), _fail_on_b, names, args, "t")
+    assert [(r.value, r.error) for r in going_on] == [("A", None), (None, "ValueError: drive b is corrupt"),
+                                                      ("C", None)]
+    stopped = run_tasks(InProcessRunner(), _fail_on_b, names, args, "t", fail_fast=True)
+    assert [r.error for r in stopped] == [None, "ValueError: drive b is corrupt", NOT_RUN]
+
+
+def _die_on_b(name: str) -> str:
+    if name == "b":
+        os._exit(3)  # the worker process is killed mid-task
+    return name.upper()
+
+
+def test_a_killed_local_worker_fails_only_its_task():
+    names = ["a", "b", "c", "d"]
+    results = run_tasks(LocalPoolRunner(2), _die_on_b, names, [(n,) for n in names], "t")
+    assert [r.value for r in results] == ["A", None, "C", "D"]
+    assert results[1].error.startswith("worker process died")
+
+
+def test_statistics_merged_from_tasks_equal_the_single_process(ray_cluster, tiny_model_path):
+    sequences = [s for condition, seed in (("day", 50_001), ("fog", 50_002))
+                 for s in record_drive(tiny_model_path, SynthDrive(SynthSpec(condition, seed, 6)), condition, 3)]
+    assert len(sequences) == 4
+    model = onnx.load(tiny_model_path)
+    float_ops = {"Conv", "Relu", "GridSample", "MatMul", "Concat", "Sigmoid", "Mul"}
+    tensors = [out for node in model.graph.node if node.op_type in float_ops for out in node.output]
+    expected = collect_activation_stats(model, sequences, tensors)
+    with RayRunner() as runner:  # joins the test's cluster, leaves it running
+        got = parallel_activation_stats(tiny_model_path, sequences, tensors, runner)
+    assert list(got) == list(expected) == ["day", "fog"]
+    for condition, per_tensor in expected.items():
+        assert list(got[condition]) == tensors
+        for name, stats in per_tensor.items():
+            merged = got[condition][name]
+            assert stats.count > 0 and merged.count == stats.count, name
+            assert (merged.minimum, merged.maximum, merged.top) == (stats.minimum, stats.maximum, stats.top), name
+            np.testing.assert_array_equal(merged.hist, stats.hist, err_msg=name)
+            np.testing.assert_allclose(merged.power_sums, stats.power_sums, rtol=1e-12, err_msg=name)
+    assert ray.is_initialized()
+
+
+def test_workers_below_one_is_a_one_line_error(tiny_model_path, capsys):
+    assert bev_quant(["evaluate", "--data", "synth:day:100001:1", "--model", str(tiny_model_path),
+                      "--workers", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "evaluate: --workers must be >= 1, got 0"
