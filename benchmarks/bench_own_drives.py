@@ -1,0 +1,118 @@
+"""Calibrate INT8 from "your own drives" and check it on held-out drives of every condition.
+
+The drives: synthetic bags (calibration seeds 50000.., validation 60000..) re-recorded under
+Autoware-style topic names with the ground truth left out, read with a node params file for
+those names; the rig comes from their CameraInfo + tf_static. `bev-quant calibrate` runs on
+them with the shipped precision plan (`--plan`: ranges recalibrated, no plan search; the
+references are the FP32 model's own detections). The resulting INT8 (CPU flavour) is then
+evaluated against the FP32 model on held-out simulator drives (seeds >= 100000) of every
+condition, next to the shipped INT8. Goal (issue 14): within 0.5 NDS points in every condition.
+
+Run: .venv/bin/python benchmarks/bench_own_drives.py [--out benchmarks/results/own_drives.json]
+Work files go to .cache/own_drives/ (git-ignored).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+
+import yaml
+
+from bev_quant_ros.cli import main as bev_quant
+from bev_quant_ros.drives.remap import autoware_params, autoware_renames, remap_bag
+from bev_quant_ros.drives.spec import open_drives
+from bev_quant_ros.evaluation.cli import evaluate_drives
+from bev_quant_ros.perception.geometry import load_rig
+from bev_quant_ros.perception.pipeline import BevPipeline
+from bev_quant_ros.resources import default_model_path
+from bev_quant_ros.sim import CONDITIONS, generate_frames
+from bev_quant_ros.sim.bag_writer import write_bag
+from bev_quant_ros.sim.ground_truth import GT_TOPIC
+
+ROOT = Path(".cache/own_drives")
+DRIVE_CONDITIONS = ("day", "night", "rain", "fog")
+BANDS = {"calib": 50_000, "val": 60_000}
+HELD_OUT_SEED = 100_000
+
+
+def make_drives(frames: int) -> Path:
+    """The bags and the vehicle's params file; made once."""
+    for band, base in BANDS.items():
+        for i, condition in enumerate(DRIVE_CONDITIONS):
+            source, target = ROOT / "synth" / f"{band}_{condition}", ROOT / band / condition
+            if not (source / "metadata.yaml").is_file():
+                source.parent.mkdir(parents=True, exist_ok=True)
+                write_bag(source, generate_frames(base + 1000 * i, condition, frames), load_rig(), compressed=True)
+            if not (target / "metadata.yaml").is_file():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                remap_bag(source, target, autoware_renames(compressed=True), drop=frozenset({GT_TOPIC}))
+    return autoware_params(ROOT / "vehicle.param.yaml", compressed=True)
+
+
+def write_config(params: Path, frames: int) -> Path:
+    def drives(band: str) -> list[dict[str, str]]:
+        return [{"path": str(ROOT / band / c), "condition": c} for c in DRIVE_CONDITIONS]
+
+    config = {
+        "model": "models/bev_tiny.onnx", "output": str(ROOT / "bev_tiny.int8.onnx"),
+        "cpu_output": str(ROOT / "bev_tiny.int8_cpu.onnx"), "plan": str(ROOT / "bev_tiny.precision.yaml"),
+        "work_dir": str(ROOT / "work"), "threads": 1,
+        "calibration": {"method": "mse", "drives": drives("calib"), "params": str(params),
+                        "frames_per_sequence": frames // 2, "sequences_per_condition": 2},
+        "validation": {"drives": drives("val"), "params": str(params), "frames_per_sequence": frames,
+                       "sequences_per_condition": 1},
+        "budget_nds": 0.005, "search_budget_nds": 0.0025, "reference_score_threshold": 0.3,
+    }
+    path = ROOT / "quant.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def held_out_nds(model: Path, frames: int) -> dict[str, float]:
+    pipeline = BevPipeline.from_model(model, backend="onnxruntime", score_threshold=0.05)
+    nds = {}
+    for i, condition in enumerate(CONDITIONS):
+        drives = open_drives(f"synth:{condition}:{HELD_OUT_SEED + 1000 * i}:{frames}", progress=False)
+        _, total = evaluate_drives(pipeline, drives)
+        nds[condition] = float(total.metrics().nd_score)
+    return nds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--frames", type=int, default=24, help="frames per own drive (30 Hz)")
+    parser.add_argument("--held-out-frames", type=int, default=40)
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "own_drives.json")
+    args = parser.parse_args()
+    config = write_config(make_drives(args.frames), args.frames)
+    code = bev_quant(["calibrate", "--config", str(config), "--plan", "models/bev_tiny.precision.yaml"])
+    if code:
+        raise SystemExit(f"calibrate failed ({code})")
+    models = {"fp32": Path("models/bev_tiny.onnx"), "own_drives_int8_cpu": ROOT / "bev_tiny.int8_cpu.onnx",
+              "shipped_int8_cpu": default_model_path("int8")}
+    nds = {name: held_out_nds(path, args.held_out_frames) for name, path in models.items()}
+    change = {name: {c: 100.0 * (nds[name][c] - nds["fp32"][c]) for c in CONDITIONS}
+              for name in models if name != "fp32"}
+    report = {
+        "benchmark": "INT8 calibrated from own drives (Autoware topic names, no ground truth, rig from the bags)",
+        "own_drives": {"conditions": list(DRIVE_CONDITIONS), "frames_per_drive": args.frames,
+                       "calibration_seeds_from": BANDS["calib"], "validation_seeds_from": BANDS["val"],
+                       "plan": "models/bev_tiny.precision.yaml (shipped; ranges recalibrated, no search)",
+                       "reference": "FP32 detections >= 0.3 (the drives have no ground truth)"},
+        "held_out": {"seeds_from": HELD_OUT_SEED, "frames": args.held_out_frames, "conditions": list(CONDITIONS)},
+        "nds": nds, "nds_change_points_vs_fp32": change,
+        "worst_change_points": {name: min(values.values()) for name, values in change.items()},
+        "goal": "worst per-condition change >= -0.5 NDS points",
+        "machine": {"cpus": os.cpu_count(), "load_average_1m_at_end": os.getloadavg()[0]},
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(json.dumps({"nds_change_points_vs_fp32": change, "worst": report["worst_change_points"]}, indent=2))
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
