@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
+import sys
 from pathlib import Path
+
+from bev_quant_ros.errors import BevQuantError
+from bev_quant_ros.evaluation.cli import add_drive_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    train = subparsers.add_parser("train", help="train the reference BEV network on synthetic sequences")
+    train = subparsers.add_parser("train", help="train the reference BEV network on synthetic sequences and drives")
     train.add_argument("--config", required=True, help="training YAML, e.g. config/train_bev_tiny.yaml")
     train.add_argument("--out", required=True, help="output dir; last.pt there is resumed")
+    train.add_argument("--drives", nargs="+", default=[], metavar="PATH",
+                       help="also train on these drives with ground truth: rosbag2 directories, directories of "
+                            "bags, synth:<condition>:<seed>:<frames> (added to the config's data.drives)")
+    train.add_argument("--condition", default="bag", help="condition label of the --drives (logs)")
+    train.add_argument("--no-synthetic", action="store_true", help="train on the drives only (no simulated seeds)")
+    add_drive_arguments(train)
     train.set_defaults(func=_train)
     export = subparsers.add_parser("export", help="export a checkpoint to ONNX with the engine I/O contract")
     export.add_argument("--checkpoint", required=True, help="last.pt written by `bev-quant train`")
@@ -27,10 +38,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from bev_quant_ros.model.train import load_train_config, train
+    from bev_quant_ros.drives.settings import ReaderSettings
+    from bev_quant_ros.model.train import DriveEntry, load_train_config, train
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
-    train(load_train_config(args.config), Path(args.out))
+    try:
+        cfg = load_train_config(args.config)
+        drives = cfg.drives + tuple(DriveEntry(path, args.condition) for path in args.drives)
+        seeds = (cfg.seeds[0], cfg.seeds[0]) if args.no_synthetic else cfg.seeds
+        cfg = dataclasses.replace(cfg, drives=drives, seeds=seeds)
+        train(cfg, Path(args.out), ReaderSettings.from_params_file(args.params, args.namespace, args.gt_topic))
+    except BevQuantError as exc:
+        print(f"train: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -27,6 +27,8 @@ from bev_quant_ros.perception.preprocess import ego_motion_affine, lidar_bev, pr
 MAX_TRAIN_SEED = 10_000
 MIN_EVAL_SEED = 100_000
 NS_PER_S = 1e9
+# the per-frame arrays of a Sequence (first axis = frame), the keys of a cached .npz
+FRAME_FIELDS = ("images", "lidar_bev", "ego_motion", "heatmap", "box_reg", "reg_mask")
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,9 @@ class Sequence:
     heatmap: np.ndarray  # [T, K, Ho, Wo] float16
     box_reg: np.ndarray  # [T, R, Ho, Wo] float32
     reg_mask: np.ndarray  # [T, Ho, Wo] uint8
+    # recorded drives only (model/drive_data.py); None on simulated sequences = every camera, the training rig
+    camera_valid: np.ndarray | None = None  # [T, 6] uint8: 0 = the camera was missing in that frame
+    cam_grid: np.ndarray | None = None  # [Z*Ho, Wo, 2] float32 from the drive's own rig
 
     def __len__(self) -> int:
         return self.images.shape[0]
@@ -82,20 +87,24 @@ def render_sequence(spec: SequenceSpec, rig: Rig, cfg: ModelConfig) -> Sequence:
     if not 0 <= spec.seed < MAX_TRAIN_SEED:
         raise ConfigError(f"training seed {spec.seed} outside [0, {MAX_TRAIN_SEED}): "
                           f"evaluation seeds (>= {MIN_EVAL_SEED}) must stay unseen")
-    parts: dict[str, list[np.ndarray]] = {k: [] for k in Sequence.__dataclass_fields__}
+    parts: dict[str, list[np.ndarray]] = {k: [] for k in FRAME_FIELDS}
     prev_pose = None
     for frame in generate_frames(spec.seed, spec.condition, spec.num_frames, rig=rig):
         images, raster = frame_inputs(frame, rig, cfg)
-        targets = encode_targets(observable_gt(frame), cfg)
         motion = ego_motion_affine(prev_pose if prev_pose is not None else frame.ego_pose, frame.ego_pose, cfg)
         prev_pose = frame.ego_pose
-        parts["images"].append(np.rint(images).astype(np.uint8))
-        parts["lidar_bev"].append(raster.astype(np.float16))
-        parts["ego_motion"].append(motion)
-        parts["heatmap"].append(targets.heatmap.astype(np.float16))
-        parts["box_reg"].append(targets.box_reg)
-        parts["reg_mask"].append(targets.reg_mask.astype(np.uint8))
+        for k, v in frame_arrays(images, raster, motion, observable_gt(frame), cfg).items():
+            parts[k].append(v)
     return Sequence(**{k: np.stack(v) for k, v in parts.items()})
+
+
+def frame_arrays(images: np.ndarray, raster: np.ndarray, motion: np.ndarray, gt: Boxes3D,
+                 cfg: ModelConfig) -> dict[str, np.ndarray]:
+    """One frame's ``FRAME_FIELDS`` in their stored (compact) dtypes, targets encoded from ``gt``."""
+    targets = encode_targets(gt, cfg)
+    return {"images": np.rint(images).astype(np.uint8), "lidar_bev": raster.astype(np.float16),
+            "ego_motion": motion, "heatmap": targets.heatmap.astype(np.float16), "box_reg": targets.box_reg,
+            "reg_mask": targets.reg_mask.astype(np.uint8)}
 
 
 def cache_key(cfg: ModelConfig) -> str:
@@ -110,11 +119,11 @@ def load_or_render(spec: SequenceSpec, rig: Rig, cfg: ModelConfig, cache_dir: Pa
     path = cache_dir / cache_key(cfg) / f"seq_{spec.condition}_{spec.seed}_{spec.num_frames}.npz"
     if path.is_file():
         with np.load(path) as data:
-            return Sequence(**{k: data[k] for k in Sequence.__dataclass_fields__})
+            return Sequence(**{k: data[k] for k in FRAME_FIELDS})
     sequence = render_sequence(spec, rig, cfg)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")
-    np.savez(tmp, **{k: getattr(sequence, k) for k in Sequence.__dataclass_fields__})
+    np.savez(tmp, **{k: getattr(sequence, k) for k in FRAME_FIELDS})
     tmp.rename(path)
     return sequence
 

@@ -1,4 +1,4 @@
-"""Train the reference BEV network on synthetic sequences (2-core CPU friendly, resumable).
+"""Train the reference BEV network on synthetic sequences and/or recorded drives (2-core CPU friendly, resumable).
 
 Each step takes ``batch_size`` random windows of ``window`` consecutive frames; the first
 frame of a window starts with prev_valid = 0, later frames are fed the model's own
@@ -6,7 +6,9 @@ frame of a window starts with prev_valid = 0, later frames are fed the model's o
 Augmentation models the
 failures the node sees: missing cameras, missing lidar, a reset state, exposure changes.
 Checkpoints (``last.pt``) are written every ``checkpoint_every_steps`` and on exit; a
-run started with the same ``--out`` resumes from ``last.pt``.
+run started with the same ``--out`` resumes from ``last.pt``. Drives (``data.drives`` or
+``--drives``: bags with ground truth, read with the node's params file) are cut into pieces
+of ``frames_per_sequence`` frames (model/drive_data.py) and sampled like simulated sequences.
 """
 
 from __future__ import annotations
@@ -21,9 +23,13 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
+from tqdm import tqdm
 
+from bev_quant_ros.drives.settings import ReaderSettings
+from bev_quant_ros.drives.spec import open_drives
 from bev_quant_ros.errors import ConfigError
 from bev_quant_ros.model.dataset import MAX_TRAIN_SEED, Sequence, load_or_render, training_specs
+from bev_quant_ros.model.drive_data import load_or_read_drive, require_ground_truth, split_windows
 from bev_quant_ros.model.losses import detection_loss
 from bev_quant_ros.model.network import BEVDetector
 from bev_quant_ros.perception.geometry import load_rig
@@ -32,6 +38,14 @@ from bev_quant_ros.perception.preprocess import camera_sampling_grid
 
 LOG = logging.getLogger("bev_quant_ros.train")
 CHECKPOINT_NAME = "last.pt"
+
+
+@dataclass(frozen=True)
+class DriveEntry:
+    """A bag, a directory of bags, or ``synth:<condition>:<seed>:<frames>`` to train on."""
+
+    path: str
+    condition: str = "bag"
 
 
 @dataclass(frozen=True)
@@ -58,10 +72,13 @@ class TrainConfig:
     log_every_steps: int
     threads: int = 2
     detach_state: bool = True  # False: back-propagate through the whole window (see run_window)
+    drives: tuple[DriveEntry, ...] = ()  # recorded drives with ground truth, besides the seeds
 
     def __post_init__(self) -> None:
-        if not 0 <= self.seeds[0] < self.seeds[1] <= MAX_TRAIN_SEED:
+        if not 0 <= self.seeds[0] <= self.seeds[1] <= MAX_TRAIN_SEED:
             raise ConfigError(f"train seeds must be within [0, {MAX_TRAIN_SEED}), got {self.seeds}")
+        if self.seeds[0] == self.seeds[1] and not self.drives:
+            raise ConfigError("no training data: the seed range is empty and no drives are given")
         if not 1 <= self.window <= self.frames_per_sequence:
             raise ConfigError("train window must be in [1, frames_per_sequence]")
         if self.batch_size < 1 or self.steps < 1 or self.lr <= 0:
@@ -77,6 +94,8 @@ def load_train_config(path: str | Path) -> TrainConfig:
             flat.update(doc.get(section, {}))
         flat["seeds"] = tuple(flat["seeds"])
         flat["conditions"] = tuple(flat["conditions"])
+        flat["drives"] = tuple(DriveEntry(**d) if isinstance(d, dict) else DriveEntry(str(d))
+                               for d in flat.get("drives") or ())
         return TrainConfig(**flat)
     except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
         raise ConfigError(f"bad training config {path}: {exc!r}") from exc
@@ -87,18 +106,20 @@ class WindowSampler:
 
     def __init__(self, sequences: list[Sequence], cam_grid: np.ndarray, cfg: TrainConfig,
                  rng: np.random.Generator) -> None:
+        """``cam_grid``: the grid of the training rig, used by sequences that bring none (simulated)."""
         self.sequences, self.cfg, self.rng = sequences, cfg, rng
-        self.cam_grid = torch.from_numpy(cam_grid)
+        self.grids = [seq.cam_grid if seq.cam_grid is not None else cam_grid for seq in sequences]
 
     def sample(self) -> list[dict[str, torch.Tensor]]:
-        """``window`` frames, each a dict of batched inputs and targets."""
+        """``window`` frames, each a dict of batched inputs (``cam_grid`` included) and targets."""
         cfg, rng = self.cfg, self.rng
         picks = [(int(rng.integers(len(self.sequences))), 0) for _ in range(cfg.batch_size)]
         picks = [(i, int(rng.integers(len(self.sequences[i]) - cfg.window + 1))) for i, _ in picks]
+        grid = torch.from_numpy(np.stack([self.grids[i] for i, _ in picks]))
         frames = []
         for t in range(cfg.window):
             rows = [self._frame(self.sequences[i], start + t, first=(t == 0)) for i, start in picks]
-            frames.append({k: torch.from_numpy(np.stack([r[k] for r in rows])) for k in rows[0]})
+            frames.append({"cam_grid": grid, **{k: torch.from_numpy(np.stack([r[k] for r in rows])) for k in rows[0]}})
         return frames
 
     def _frame(self, seq: Sequence, t: int, first: bool) -> dict[str, np.ndarray]:
@@ -107,6 +128,8 @@ class WindowSampler:
         gain = 1.0 + rng.uniform(-cfg.brightness_jitter, cfg.brightness_jitter, (6, 1, 1, 1))
         images = np.clip(images * gain, 0, 255).astype(np.float32)
         camera_valid = (rng.random(6) >= cfg.camera_dropout_p).astype(np.float32)
+        if seq.camera_valid is not None:  # a camera missing in the recorded drive stays missing
+            camera_valid *= seq.camera_valid[t]
         if rng.random() < cfg.all_cameras_off_p:
             camera_valid[:] = 0.0
         lidar = seq.lidar_bev[t].astype(np.float32)
@@ -119,8 +142,8 @@ class WindowSampler:
                 "reg_mask": seq.reg_mask[t].astype(np.float32)}
 
 
-def run_window(net: BEVDetector, frames: list[dict[str, torch.Tensor]], cam_grid: torch.Tensor,
-               train: bool, detach_state: bool = True) -> dict[str, float]:
+def run_window(net: BEVDetector, frames: list[dict[str, torch.Tensor]], train: bool,
+               detach_state: bool = True) -> dict[str, float]:
     """Forward (and backward) over one window of frames, feeding the state forward.
 
     ``detach_state``: truncated back-propagation (one frame, the default, what the engine's
@@ -128,12 +151,11 @@ def run_window(net: BEVDetector, frames: list[dict[str, torch.Tensor]], cam_grid
     state learns to carry what later frames need (e.g. motion for velocity).
     """
     b = frames[0]["images"].shape[0]
-    grid = cam_grid.unsqueeze(0).expand(b, *cam_grid.shape)
     state = torch.zeros(b, net.cfg.C, net.cfg.Ho, net.cfg.Wo)
     totals = {"loss": 0.0, "focal": 0.0, "reg": 0.0}
     window_loss = torch.zeros(())
     for f in frames:
-        logits, box_reg, bev_state = net.forward_logits(f["images"], f["camera_valid"], grid, f["lidar_bev"],
+        logits, box_reg, bev_state = net.forward_logits(f["images"], f["camera_valid"], f["cam_grid"], f["lidar_bev"],
                                                         state, f["ego_motion"], f["prev_valid"])
         loss, parts = detection_loss(logits, box_reg, f["heatmap"], f["box_reg"], f["reg_mask"])
         if train and detach_state:
@@ -165,8 +187,14 @@ def load_detector(checkpoint_path: str | Path) -> BEVDetector:
     return net.eval()
 
 
-def load_sequences(train_cfg: TrainConfig, model_cfg: ModelConfig, rig) -> list[Sequence]:
-    """Every training sequence, rendered on first use and cached under ``cache_dir``."""
+def load_sequences(train_cfg: TrainConfig, model_cfg: ModelConfig, rig,
+                   settings: ReaderSettings | None = None) -> list[Sequence]:
+    """Every training sequence: simulated ones rendered on first use, then the drives (read with
+    ``settings``, default the node's), all cached under ``cache_dir``."""
+    drives = [(entry, drive) for entry in train_cfg.drives
+              for drive in open_drives(entry.path, settings, entry.condition)]
+    for _, drive in drives:  # every drive checked before hours of rendering
+        require_ground_truth(drive)
     specs = list(training_specs(range(*train_cfg.seeds), list(train_cfg.conditions),
                                 train_cfg.frames_per_sequence))
     sequences, t0 = [], time.monotonic()
@@ -174,18 +202,27 @@ def load_sequences(train_cfg: TrainConfig, model_cfg: ModelConfig, rig) -> list[
         sequences.append(load_or_render(spec, rig, model_cfg, Path(train_cfg.cache_dir)))
         if (i + 1) % 20 == 0 or i + 1 == len(specs):
             LOG.info("data: %d/%d sequences ready (%.0f s)", i + 1, len(specs), time.monotonic() - t0)
+    for entry, drive in tqdm(drives, desc="drives", unit="drive", disable=not drives):
+        runs = load_or_read_drive(drive, model_cfg, Path(train_cfg.cache_dir))
+        pieces = split_windows(runs, train_cfg.frames_per_sequence, train_cfg.window)
+        if not pieces:
+            raise ConfigError(f"drive {drive.name} ({entry.path}): no {train_cfg.window} consecutive frames "
+                              f"without a reset of the temporal state (runs of {[len(r) for r in runs]} frames)")
+        LOG.info("data: drive %s (%s): %d frames, %d sequences", drive.name, drive.condition,
+                 sum(len(r) for r in runs), len(pieces))
+        sequences += pieces
     return sequences
 
 
-def train(train_cfg: TrainConfig, out_dir: Path) -> Path:
-    """Train (or resume) and return the checkpoint path."""
+def train(train_cfg: TrainConfig, out_dir: Path, settings: ReaderSettings | None = None) -> Path:
+    """Train (or resume) and return the checkpoint path; ``settings``: how drives' bags are read."""
     torch.set_num_threads(train_cfg.threads)
     torch.manual_seed(train_cfg.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     model_cfg = load_model_config(train_cfg.model_config)
     rig = load_rig()
     cam_grid = camera_sampling_grid(rig, model_cfg)
-    sequences = load_sequences(train_cfg, model_cfg, rig)
+    sequences = load_sequences(train_cfg, model_cfg, rig, settings)
 
     net = BEVDetector(model_cfg)
     optimizer = torch.optim.AdamW(net.parameters(), lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
@@ -200,12 +237,11 @@ def train(train_cfg: TrainConfig, out_dir: Path) -> Path:
         LOG.info("resumed from %s at step %d", ckpt_path, start)
     # the sampler's stream depends on the step so a resumed run does not replay old windows
     sampler = WindowSampler(sequences, cam_grid, train_cfg, np.random.default_rng([train_cfg.seed, start]))
-    grid = torch.from_numpy(cam_grid)
     net.train()
     t0, running = time.monotonic(), {"loss": 0.0, "focal": 0.0, "reg": 0.0}
     step = start
     while step < train_cfg.steps:
-        parts = run_window(net, sampler.sample(), grid, train=True, detach_state=train_cfg.detach_state)
+        parts = run_window(net, sampler.sample(), train=True, detach_state=train_cfg.detach_state)
         torch.nn.utils.clip_grad_norm_(net.parameters(), 10.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)

@@ -55,7 +55,7 @@ def test_fitting_one_window_reduces_loss_and_checkpoint_round_trips(tmp_path):
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     losses = []
     for _ in range(15):
-        losses.append(run_window(net, window, torch.from_numpy(grid), train=True)["loss"])
+        losses.append(run_window(net, window, train=True)["loss"])
         optimizer.step()
         optimizer.zero_grad()
     assert losses[-1] < 0.5 * losses[0], losses
@@ -89,7 +89,7 @@ def test_full_window_backprop_reaches_the_first_frame_through_the_state():
     def lidar_grad(prev_valid: float, detach: bool) -> torch.Tensor:
         net = copy.deepcopy(reference)
         window[1]["prev_valid"][:] = prev_valid
-        run_window(net, window, grid, train=True, detach_state=detach)
+        run_window(net, window, train=True, detach_state=detach)
         return net.lidar_bev[0][0].weight.grad.clone()
 
     assert not torch.allclose(lidar_grad(1.0, detach=False), lidar_grad(1.0, detach=True))
