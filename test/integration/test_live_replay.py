@@ -5,9 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bev_quant_ros.evaluation.live import run_live
-from bev_quant_ros.perception.geometry import load_rig
-from bev_quant_ros.sim import generate_frames
-from bev_quant_ros.sim.bag_writer import write_bag
+from synth_bags import write_synth_bag
 
 FRAMES = 8
 
@@ -15,8 +13,7 @@ FRAMES = 8
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory):
     path = tmp_path_factory.mktemp("live") / "bag"
-    write_bag(path, generate_frames(100_007, "rain", FRAMES), load_rig(), compressed=True)
-    return path
+    return write_synth_bag(path, 100_007, "rain", FRAMES)
 
 
 def test_live_replay_reports_outputs_latency_and_metrics(bag, tiny_model_path):

@@ -19,16 +19,14 @@ from rosbags.rosbag2 import Reader
 
 from bev_quant_ros.drives.settings import ReaderSettings
 from bev_quant_ros.drives.spec import open_drives
-from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.perception.pipeline import BevPipeline
 from bev_quant_ros.replay.ros_player import message_class
 from bev_quant_ros.ros.detection_encoding import detection_array_to_boxes
-from bev_quant_ros.sim import generate_frames
-from bev_quant_ros.sim.bag_writer import write_bag
 from bev_quant_ros.sim.ground_truth import GT_TOPIC
 from integration.node_harness import OUTPUT_TIMEOUT_S, running_node
 from integration.ros_helpers import spin_until
 from integration.sensor_publisher import RELIABLE
+from synth_bags import write_synth_bag
 
 LATCHED = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL)
 FRAMES = 8
@@ -39,8 +37,7 @@ FIRST = ("/tf_static", "/odom", "/lidar/points")  # published, then given time t
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory):
     path = tmp_path_factory.mktemp("node_vs_offline") / "bag"
-    write_bag(path, generate_frames(100_007, "rain", FRAMES), load_rig(), compressed=True)
-    return path
+    return write_synth_bag(path, 100_007, "rain", FRAMES)
 
 
 def _messages_by_time(bag) -> tuple[dict[str, str], list[list[tuple[str, bytes]]]]:

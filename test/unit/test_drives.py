@@ -15,9 +15,8 @@ from bev_quant_ros.drives.spec import open_drives
 from bev_quant_ros.errors import BagError, ConfigError
 from bev_quant_ros.perception.geometry import default_rig_path, load_rig
 from bev_quant_ros.perception.pipeline import BevPipeline
-from bev_quant_ros.sim import generate_frames
-from bev_quant_ros.sim.bag_writer import write_bag
 from bev_quant_ros.sim.ground_truth import GT_TOPIC
+from synth_bags import write_synth_bag
 
 FRAMES = 6
 
@@ -25,8 +24,7 @@ FRAMES = 6
 @pytest.fixture(scope="module")
 def synth_bag(tmp_path_factory):
     path = tmp_path_factory.mktemp("own") / "synth"
-    write_bag(path, generate_frames(100_006, "day", FRAMES), load_rig(), compressed=True)
-    return path
+    return write_synth_bag(path, 100_006, "day", FRAMES)
 
 
 @pytest.fixture(scope="module")

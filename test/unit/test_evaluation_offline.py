@@ -15,10 +15,8 @@ from bev_quant_ros.drives.synth import SynthSpec, synth_frames
 from bev_quant_ros.errors import ConfigError
 from bev_quant_ros.evaluation.metrics import evaluate_detections
 from bev_quant_ros.evaluation.offline import run_pipeline
-from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.perception.pipeline import BevPipeline
-from bev_quant_ros.sim import generate_frames
-from bev_quant_ros.sim.bag_writer import write_bag
+from synth_bags import write_synth_bag
 
 SPEC = SynthSpec("night", 100_004, 7)
 
@@ -26,8 +24,7 @@ SPEC = SynthSpec("night", 100_004, 7)
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory):
     path = tmp_path_factory.mktemp("eval") / "bag"
-    write_bag(path, generate_frames(SPEC.seed, SPEC.condition, SPEC.frames), load_rig())
-    return path
+    return write_synth_bag(path, SPEC.seed, SPEC.condition, SPEC.frames, compressed=False)
 
 
 def test_bag_replay_equals_in_memory_frames(bag, tiny_model_path, tiny_model_config):

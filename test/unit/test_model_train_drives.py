@@ -27,10 +27,8 @@ from bev_quant_ros.model.train import (
     run_window,
     train,
 )
-from bev_quant_ros.perception.geometry import load_rig
-from bev_quant_ros.sim import generate_frames
-from bev_quant_ros.sim.bag_writer import write_bag
 from bev_quant_ros.sim.ground_truth import GT_TOPIC
+from synth_bags import write_synth_bag
 from tiny_model import tiny_config
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -43,8 +41,7 @@ SPEC = SynthSpec("day", 7, 5)
 def raw_bag(tmp_path_factory) -> Path:
     """The frames of SPEC written as a bag with raw images (no JPEG: the pixels are the same)."""
     path = tmp_path_factory.mktemp("drives") / "day7"
-    write_bag(path, generate_frames(SPEC.seed, SPEC.condition, SPEC.frames), load_rig(), compressed=False)
-    return path
+    return write_synth_bag(path, SPEC.seed, SPEC.condition, SPEC.frames, compressed=False)
 
 
 @pytest.fixture()
