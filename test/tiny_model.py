@@ -6,6 +6,8 @@ images and 8 state channels: the real network code and ONNX export run it fast.
 engine, pipeline and node tests need no torch (the optional 'train' extra): the same
 tensor names and the same kinds of ops the real network uses (Conv, GridSample for the
 camera lift, a MatMul-built affine grid + GridSample for the recurrent-state warp).
+Given optional inputs (`dt`, `lidar_valid`, as a v3 model declares them), the graph echoes
+them: box_reg's last two channels (vel_x, vel_y) are then dt and lidar_valid at every cell.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from bev_quant_ros.engine.contract import BOX_REG_CHANNELS, NUM_CAMERAS
+from bev_quant_ros.engine.contract import BOX_REG_CHANNELS, NUM_CAMERAS, OPTIONAL_INPUTS
 from bev_quant_ros.perception.model_config import ModelConfig, NetworkConfig, load_model_config
 
 SHIPPED_CONFIG = Path(__file__).resolve().parents[1] / "models" / "bev_tiny.yaml"
@@ -85,8 +87,10 @@ def _base_grid(hb: int, wb: int) -> np.ndarray:
     return np.stack([gx, gy, np.ones_like(gx)], axis=-1).reshape(-1, 3).astype(np.float32)
 
 
-def build_tiny_model(dims: TinyDims = TinyDims(), seed: int = 0) -> onnx.ModelProto:
-    """Return the float contract graph (names from `contract.py`)."""
+def build_tiny_model(dims: TinyDims = TinyDims(), seed: int = 0,
+                     optional_inputs: tuple[str, ...] = ()) -> onnx.ModelProto:
+    """Return the float contract graph (names from `contract.py`); `optional_inputs` are declared
+    and echoed in box_reg's velocity channels (see the module docstring)."""
     d = dims
     rng = np.random.default_rng(seed)
     cam_feat = d.image_channels * d.z
@@ -152,9 +156,23 @@ def build_tiny_model(dims: TinyDims = TinyDims(), seed: int = 0) -> onnx.ModelPr
         helper.make_node("Squeeze", ["state4", "axis0"], ["bev_state"]),
         helper.make_node("Conv", ["state4", "head_w", "head_b"], ["head4"], pads=[1, 1, 1, 1]),
         helper.make_node("Squeeze", ["head4", "axis0"], ["head3"]),
-        helper.make_node("Split", ["head3", "split"], ["hm_logit", "box_reg"], axis=0),
-        helper.make_node("Sigmoid", ["hm_logit"], ["heatmap"]),
     ]
+    if optional_inputs:
+        inputs += [helper.make_tensor_value_info(name, f32, list(OPTIONAL_INPUTS[name])) for name in optional_inputs]
+        echoed = list(optional_inputs) + ["echo_zero"] * (2 - len(optional_inputs))
+        inits += [_const("split_echo", np.array([d.classes, len(BOX_REG_CHANNELS) - 2, 2], np.int64)),
+                  _const("echo_zero", np.zeros(1, np.float32)), _const("echo_shape", np.array([2, 1, 1], np.int64)),
+                  _const("echo_ones", np.ones((1, d.ho, d.wo), np.float32))]
+        nodes += [
+            helper.make_node("Split", ["head3", "split_echo"], ["hm_logit", "reg_geometry", "reg_velocity"], axis=0),
+            helper.make_node("Concat", echoed, ["echo_flat"], axis=0),
+            helper.make_node("Reshape", ["echo_flat", "echo_shape"], ["echo3"]),
+            helper.make_node("Mul", ["echo3", "echo_ones"], ["echo"]),
+            helper.make_node("Concat", ["reg_geometry", "echo"], ["box_reg"], axis=0),
+        ]
+    else:
+        nodes.append(helper.make_node("Split", ["head3", "split"], ["hm_logit", "box_reg"], axis=0))
+    nodes.append(helper.make_node("Sigmoid", ["hm_logit"], ["heatmap"]))
     graph = helper.make_graph(nodes, "tiny_bev", inputs, outputs, inits)
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
     model.ir_version = 9
@@ -164,6 +182,6 @@ def build_tiny_model(dims: TinyDims = TinyDims(), seed: int = 0) -> onnx.ModelPr
 
 def write_contract_model(cfg: ModelConfig, path: Path) -> Path:
     """Save the torch-free graph at `cfg`'s sizes and `cfg` next to it (as `model_config_for_onnx` reads it)."""
-    onnx.save(build_tiny_model(TinyDims.of(cfg)), path)
+    onnx.save(build_tiny_model(TinyDims.of(cfg), optional_inputs=cfg.optional_inputs), path)
     cfg.save(path.with_suffix(".yaml"))
     return path

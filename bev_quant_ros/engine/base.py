@@ -1,7 +1,8 @@
 """The one inference interface the pipeline, node, evaluation and benchmarks code against.
 
 An `Engine` owns the recurrent state: callers pass only the per-frame inputs
-(`FRAME_INPUTS`); the backend feeds its own previous `bev_state` as `prev_bev`
+(`FRAME_INPUTS`, plus the `OPTIONAL_INPUTS` its graph declares: `frame_input_names`); the
+backend feeds its own previous `bev_state` as `prev_bev`
 and the `prev_valid` flag, so on a GPU the state never leaves device memory.
 Backends subclass `Engine` and declare the options they take (`OPTIONS`);
 `engine.factory` picks one by name. Imports flow one way: contract -> base ->
@@ -12,20 +13,27 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar, Mapping
+from typing import Any, ClassVar, Iterable, Mapping
 
 import numpy as np
 
-from bev_quant_ros.engine.contract import CONTRACT_INPUTS, STATE_INPUT
+from bev_quant_ros.engine.contract import CONTRACT_INPUTS, OPTIONAL_INPUTS, STATE_INPUT
 from bev_quant_ros.engine.io_check import TensorSpec
 from bev_quant_ros.errors import EngineInputError
 
 __all__ = ["FRAME_INPUTS", "PREV_VALID_INPUT", "Engine", "EngineDescription", "TensorSpec", "frame_array",
-           "read_only_view"]
+           "frame_input_names", "read_only_view"]
 
 PREV_VALID_INPUT = "prev_valid"
 # what a caller passes each frame; the engine supplies the state inputs itself
 FRAME_INPUTS: tuple[str, ...] = tuple(n for n in CONTRACT_INPUTS if n not in (STATE_INPUT, PREV_VALID_INPUT))
+
+
+def frame_input_names(model_inputs: Iterable[TensorSpec]) -> tuple[str, ...]:
+    """What a caller passes to a model with these graph inputs: `FRAME_INPUTS`, then the optional
+    inputs the graph declares (a v2 graph gets no `dt`/`lidar_valid`)."""
+    declared = {spec.name for spec in model_inputs}
+    return FRAME_INPUTS + tuple(n for n in OPTIONAL_INPUTS if n in declared)
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ class Engine(ABC):
 
     @abstractmethod
     def infer(self, inputs: Mapping[str, np.ndarray]) -> Mapping[str, np.ndarray]:
-        """Run one frame of `FRAME_INPUTS`; return read-only `heatmap`, `box_reg`, `bev_state`.
+        """Run one frame of `frame_input_names(inputs)`; return read-only `heatmap`, `box_reg`, `bev_state`.
 
         The returned arrays are views of engine buffers, valid until the next call.
         """

@@ -19,6 +19,11 @@ CONTRACT_INPUTS: dict[str, tuple[str | int, ...]] = {
     "ego_motion": (2, 3),
     "prev_valid": (1,),
 }
+# inputs a model may declare (v3 network): fed only to a graph that has them, so models
+# without them (the shipped v2 ones) run unchanged
+DT_INPUT = "dt"  # seconds since the previous processed frame; 0 on the first frame / after a reset
+LIDAR_VALID_INPUT = "lidar_valid"  # 1 = lidar_bev holds a sweep's raster, 0 = zeros (camera-only frame)
+OPTIONAL_INPUTS: dict[str, tuple[str | int, ...]] = {DT_INPUT: (1,), LIDAR_VALID_INPUT: (1,)}
 # inputs whose values are bounded by definition: images are uint8 pixel values passed as float
 # (the graph normalises them), so quantization ranges derived from them need no calibration
 INPUT_VALUE_RANGES: dict[str, tuple[float, float]] = {"images": (0.0, 255.0)}

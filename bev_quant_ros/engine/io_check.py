@@ -15,7 +15,13 @@ import numpy as np
 import onnx
 from onnx import helper
 
-from bev_quant_ros.engine.contract import CONTRACT_INPUTS, CONTRACT_OUTPUTS, STATE_INPUT, STATE_OUTPUT
+from bev_quant_ros.engine.contract import (
+    CONTRACT_INPUTS,
+    CONTRACT_OUTPUTS,
+    OPTIONAL_INPUTS,
+    STATE_INPUT,
+    STATE_OUTPUT,
+)
 from bev_quant_ros.errors import ModelContractError
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
@@ -97,15 +103,19 @@ def check_contract(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
 
     Single symbols are resolved first (in contract order), products like `Z*Hb`
     after, so the check does not depend on which tensor happens to come first.
+    `OPTIONAL_INPUTS` (dt, lidar_valid) may be absent; when present they are checked too.
     """
     by_name = {"input": {s.name: s for s in inputs}, "output": {s.name: s for s in outputs}}
     dims: dict[str, int] = dict(expected_dims or {})
     origin = {symbol: "the model config" for symbol in dims}
-    contract = [("input", CONTRACT_INPUTS), ("output", CONTRACT_OUTPUTS)]
+    contract = [("input", CONTRACT_INPUTS, True), ("input", OPTIONAL_INPUTS, False),
+                ("output", CONTRACT_OUTPUTS, True)]
     pending: list[tuple[str, str, int]] = []
-    for kind, table in contract:
+    for kind, table, required in contract:
         for name, symbolic in table.items():
             spec = by_name[kind].get(name)
+            if spec is None and not required:
+                continue
             if spec is None:
                 raise ModelContractError(
                     f"model has no {kind} tensor '{name}' (contract {kind}s: {sorted(table)}; "
@@ -128,7 +138,7 @@ def check_contract(inputs: Sequence[TensorSpec], outputs: Sequence[TensorSpec],
         raise ModelContractError(
             f"'{STATE_OUTPUT}' dtype {state_out.dtype} differs from '{STATE_INPUT}' {state_in.dtype}: "
             "the state is fed back unchanged")
-    extra = sorted(set(by_name["input"]) - set(CONTRACT_INPUTS))
+    extra = sorted(set(by_name["input"]) - set(CONTRACT_INPUTS) - set(OPTIONAL_INPUTS))
     if extra:
         raise ModelContractError(f"model has inputs outside the contract: {extra}")
     return dims

@@ -4,7 +4,7 @@ Steady-state inference allocates no numpy buffers: outputs are written by IO
 binding into arrays preallocated at load time, and the recurrent state lives in
 two preallocated buffers that swap roles each frame (`prev_bev` reads one,
 `bev_state` writes the other). One IO binding per parity is prepared up front,
-so a frame only binds the caller's five input arrays (zero-copy OrtValues over
+so a frame only binds the caller's input arrays (zero-copy OrtValues over
 their memory) and runs.
 """
 
@@ -19,11 +19,11 @@ import numpy as np
 import onnxruntime as ort
 
 from bev_quant_ros.engine.base import (
-    FRAME_INPUTS,
     PREV_VALID_INPUT,
     Engine,
     EngineDescription,
     frame_array,
+    frame_input_names,
     read_only_view,
 )
 from bev_quant_ros.engine.contract import CONTRACT_OUTPUTS, STATE_INPUT, STATE_OUTPUT
@@ -93,7 +93,7 @@ class OnnxRuntimeEngine(Engine):
             raise ModelContractError(f"onnxruntime cannot load {self._path}: {exc}") from exc
         self._inputs = {s.name: s for s in inputs}
         self._outputs = {s.name: s for s in outputs}
-        self._frame_specs = tuple(self._inputs[n] for n in FRAME_INPUTS)
+        self._frame_specs = tuple(self._inputs[n] for n in frame_input_names(inputs))
         self._details = {"selection_reason": selection_reason,
                          "graph_optimization_level": graph_optimization_level,
                          "intra_op_num_threads": str(intra_op_num_threads),

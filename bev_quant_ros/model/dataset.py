@@ -107,10 +107,22 @@ def frame_arrays(images: np.ndarray, raster: np.ndarray, motion: np.ndarray, gt:
             "reg_mask": targets.reg_mask.astype(np.uint8)}
 
 
+def compose_ego_motion(motions: np.ndarray) -> np.ndarray:
+    """The ``ego_motion`` [2, 3] from frame i to frame j of the per-frame motions of frames
+    i+1..j ([j-i, 2, 3], each from its previous frame): training windows with steps of
+    several frames (lower frame rates) need it. The affines map current-frame grid
+    coordinates into the previous frame's, so the chain is M_(i+1) @ ... @ M_j."""
+    total = np.eye(3)
+    for motion in motions:
+        total = total @ np.vstack([motion, [0.0, 0.0, 1.0]])
+    return total[:2].astype(np.float32)
+
+
 def cache_key(cfg: ModelConfig) -> str:
     """Short hash of everything in the model config that changes the cached arrays."""
     doc = cfg.to_dict()
     doc.pop("network")
+    doc.pop("inputs", None)  # which optional inputs the graph declares changes no cached array
     return hashlib.sha1(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:10]
 
 

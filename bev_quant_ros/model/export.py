@@ -13,7 +13,7 @@ import numpy as np
 import onnxruntime as ort
 import torch
 
-from bev_quant_ros.engine.contract import CONTRACT_INPUTS, CONTRACT_OUTPUTS
+from bev_quant_ros.engine.contract import CONTRACT_OUTPUTS
 from bev_quant_ros.errors import ModelContractError
 from bev_quant_ros.model.network import BEVDetector, ContractWrapper
 from bev_quant_ros.perception.model_config import ModelConfig, example_inputs
@@ -29,11 +29,12 @@ def export_onnx(detector: BEVDetector, out_path: str | Path, inputs: dict[str, n
     out_path.parent.mkdir(parents=True, exist_ok=True)
     inputs = inputs if inputs is not None else example_inputs(cfg)
     wrapper = ContractWrapper(detector).eval()
-    args = tuple(torch.from_numpy(inputs[name]) for name in CONTRACT_INPUTS)
+    names = list(cfg.input_shapes())  # the contract inputs, then the optional ones the model declares
+    args = tuple(torch.from_numpy(inputs[name]) for name in names)
     # the TorchScript exporter is chosen on purpose (static opset-17 graph); silence its deprecation note
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(wrapper, args, str(out_path), input_names=list(CONTRACT_INPUTS),
+        torch.onnx.export(wrapper, args, str(out_path), input_names=names,
                           output_names=list(CONTRACT_OUTPUTS), opset_version=OPSET,
                           do_constant_folding=True, dynamo=False)
     cfg.save(out_path.with_suffix(".yaml"))
@@ -45,9 +46,10 @@ def compare_with_torch(detector: BEVDetector, onnx_path: str | Path,
     """Max abs difference ONNX Runtime vs PyTorch per contract output."""
     wrapper = ContractWrapper(detector).eval()
     with torch.no_grad():
-        expected = wrapper(*(torch.from_numpy(inputs[name]) for name in CONTRACT_INPUTS))
+        expected = wrapper(*(torch.from_numpy(inputs[name]) for name in detector.cfg.input_shapes()))
     session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    got = session.run(list(CONTRACT_OUTPUTS), inputs)
+    feeds = {a.name: inputs[a.name] for a in session.get_inputs()}
+    got = session.run(list(CONTRACT_OUTPUTS), feeds)
     return {name: float(np.max(np.abs(g - e.numpy()))) for name, g, e in zip(CONTRACT_OUTPUTS, got, expected)}
 
 

@@ -10,6 +10,8 @@ from bev_quant_ros.engine.contract import BOX_REG_CHANNELS
 # CenterPoint's nuScenes code weights: velocity errors count less than geometry
 REG_CHANNEL_WEIGHTS = {"vel_x": 0.2, "vel_y": 0.2}
 REG_LOSS_WEIGHT = 0.25
+# deep supervision of the v3 camera-only head: the camera BEV must find objects on its own
+AUX_LOSS_WEIGHT = 0.5
 
 
 def gaussian_focal_loss(logits: torch.Tensor, target: torch.Tensor, alpha: float = 2.0,

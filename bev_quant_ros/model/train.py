@@ -9,6 +9,10 @@ Checkpoints (``last.pt``) are written every ``checkpoint_every_steps`` and on ex
 run started with the same ``--out`` resumes from ``last.pt``. Drives (``data.drives`` or
 ``--drives``: bags with ground truth, read with the node's params file) are cut into pieces
 of ``frames_per_sequence`` frames (model/drive_data.py) and sampled like simulated sequences.
+``frame_steps`` > 1 samples every 2nd/3rd frame (15/10 Hz) with the composed ego motion and
+``dt``, so a network that reads ``dt`` (v3) learns velocities at any frame rate; v3's camera-only
+auxiliary head adds ``AUX_LOSS_WEIGHT`` x its detection loss. ``model_config`` is a model
+config YAML path or the config itself (a mapping, as ``ModelConfig.to_dict`` writes it).
 """
 
 from __future__ import annotations
@@ -28,9 +32,15 @@ from tqdm import tqdm
 from bev_quant_ros.drives.settings import ReaderSettings
 from bev_quant_ros.drives.spec import open_drives
 from bev_quant_ros.errors import ConfigError
-from bev_quant_ros.model.dataset import MAX_TRAIN_SEED, Sequence, load_or_render, training_specs
+from bev_quant_ros.model.dataset import (
+    MAX_TRAIN_SEED,
+    Sequence,
+    compose_ego_motion,
+    load_or_render,
+    training_specs,
+)
 from bev_quant_ros.model.drive_data import load_or_read_drive, require_ground_truth, split_windows
-from bev_quant_ros.model.losses import detection_loss
+from bev_quant_ros.model.losses import AUX_LOSS_WEIGHT, detection_loss
 from bev_quant_ros.model.network import BEVDetector
 from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.perception.model_config import ModelConfig, load_model_config, model_config_from_dict
@@ -50,7 +60,7 @@ class DriveEntry:
 
 @dataclass(frozen=True)
 class TrainConfig:
-    model_config: str
+    model_config: str | dict[str, Any]  # YAML path or the model config mapping itself
     seed: int
     cache_dir: str
     seeds: tuple[int, int]  # [start, stop) of training seeds
@@ -73,6 +83,8 @@ class TrainConfig:
     threads: int = 2
     detach_state: bool = True  # False: back-propagate through the whole window (see run_window)
     drives: tuple[DriveEntry, ...] = ()  # recorded drives with ground truth, besides the seeds
+    frame_steps: tuple[int, ...] = (1,)  # frames between window frames, drawn per window (2 = 15 Hz)
+    frame_period_s: float = 1 / 30  # camera period of the sequences: dt = step x period
 
     def __post_init__(self) -> None:
         if not 0 <= self.seeds[0] <= self.seeds[1] <= MAX_TRAIN_SEED:
@@ -83,6 +95,17 @@ class TrainConfig:
             raise ConfigError("train window must be in [1, frames_per_sequence]")
         if self.batch_size < 1 or self.steps < 1 or self.lr <= 0:
             raise ConfigError("train batch_size, steps and lr must be positive")
+        if not self.frame_steps or min(self.frame_steps) < 1 or self.frame_period_s <= 0:
+            raise ConfigError("train frame_steps must be >= 1 and frame_period_s positive")
+        if (self.window - 1) * max(self.frame_steps) + 1 > self.frames_per_sequence:
+            raise ConfigError(f"a window of {self.window} frames at step {max(self.frame_steps)} needs "
+                              f"{(self.window - 1) * max(self.frame_steps) + 1} frames_per_sequence")
+
+    def model(self) -> ModelConfig:
+        """The model config (read from its file when ``model_config`` is a path)."""
+        if isinstance(self.model_config, dict):
+            return model_config_from_dict(self.model_config, "the training config's model_config")
+        return load_model_config(self.model_config)
 
 
 def load_train_config(path: str | Path) -> TrainConfig:
@@ -94,6 +117,7 @@ def load_train_config(path: str | Path) -> TrainConfig:
             flat.update(doc.get(section, {}))
         flat["seeds"] = tuple(flat["seeds"])
         flat["conditions"] = tuple(flat["conditions"])
+        flat["frame_steps"] = tuple(flat.get("frame_steps", (1,)))
         flat["drives"] = tuple(DriveEntry(**d) if isinstance(d, dict) else DriveEntry(str(d))
                                for d in flat.get("drives") or ())
         return TrainConfig(**flat)
@@ -111,18 +135,24 @@ class WindowSampler:
         self.grids = [seq.cam_grid if seq.cam_grid is not None else cam_grid for seq in sequences]
 
     def sample(self) -> list[dict[str, torch.Tensor]]:
-        """``window`` frames, each a dict of batched inputs (``cam_grid`` included) and targets."""
+        """``window`` frames, each a dict of batched inputs (``cam_grid`` included) and targets;
+        each window of the batch has its own step (from the ``frame_steps`` its sequence fits)."""
         cfg, rng = self.cfg, self.rng
-        picks = [(int(rng.integers(len(self.sequences))), 0) for _ in range(cfg.batch_size)]
-        picks = [(i, int(rng.integers(len(self.sequences[i]) - cfg.window + 1))) for i, _ in picks]
-        grid = torch.from_numpy(np.stack([self.grids[i] for i, _ in picks]))
+        picks = []
+        for _ in range(cfg.batch_size):
+            i = int(rng.integers(len(self.sequences)))
+            steps = [s for s in cfg.frame_steps if (cfg.window - 1) * s < len(self.sequences[i])] or [1]
+            step = int(rng.choice(steps))
+            picks.append((i, int(rng.integers(len(self.sequences[i]) - (cfg.window - 1) * step)), step))
+        grid = torch.from_numpy(np.stack([self.grids[i] for i, _, _ in picks]))
         frames = []
         for t in range(cfg.window):
-            rows = [self._frame(self.sequences[i], start + t, first=(t == 0)) for i, start in picks]
+            rows = [self._frame(self.sequences[i], start + t * step, step, first=(t == 0)) for i, start, step in picks]
             frames.append({"cam_grid": grid, **{k: torch.from_numpy(np.stack([r[k] for r in rows])) for k in rows[0]}})
         return frames
 
-    def _frame(self, seq: Sequence, t: int, first: bool) -> dict[str, np.ndarray]:
+    def _frame(self, seq: Sequence, t: int, step: int, first: bool) -> dict[str, np.ndarray]:
+        """Frame ``t``, ``step`` frames after the window's previous frame (ego motion composed over them)."""
         cfg, rng = self.cfg, self.rng
         images = seq.images[t].astype(np.float32)
         gain = 1.0 + rng.uniform(-cfg.brightness_jitter, cfg.brightness_jitter, (6, 1, 1, 1))
@@ -136,8 +166,11 @@ class WindowSampler:
         if rng.random() < cfg.lidar_off_p:
             lidar = np.zeros_like(lidar)
         prev_valid = 0.0 if first or rng.random() < cfg.prev_reset_p else 1.0
+        motion = seq.ego_motion[t] if first else compose_ego_motion(seq.ego_motion[t - step + 1:t + 1])
         return {"images": images, "camera_valid": camera_valid, "lidar_bev": lidar,
-                "ego_motion": seq.ego_motion[t], "prev_valid": np.array([prev_valid], np.float32),
+                "lidar_valid": np.array([float(lidar.any())], np.float32),
+                "dt": np.array([prev_valid * step * cfg.frame_period_s], np.float32),
+                "ego_motion": motion, "prev_valid": np.array([prev_valid], np.float32),
                 "heatmap": seq.heatmap[t].astype(np.float32), "box_reg": seq.box_reg[t],
                 "reg_mask": seq.reg_mask[t].astype(np.float32)}
 
@@ -152,12 +185,17 @@ def run_window(net: BEVDetector, frames: list[dict[str, torch.Tensor]], train: b
     """
     b = frames[0]["images"].shape[0]
     state = torch.zeros(b, net.cfg.C, net.cfg.Ho, net.cfg.Wo)
-    totals = {"loss": 0.0, "focal": 0.0, "reg": 0.0}
+    totals = {"loss": 0.0, "focal": 0.0, "reg": 0.0, "aux": 0.0}
     window_loss = torch.zeros(())
     for f in frames:
-        logits, box_reg, bev_state = net.forward_logits(f["images"], f["camera_valid"], f["cam_grid"], f["lidar_bev"],
-                                                        state, f["ego_motion"], f["prev_valid"])
-        loss, parts = detection_loss(logits, box_reg, f["heatmap"], f["box_reg"], f["reg_mask"])
+        out = net.forward_logits(f["images"], f["camera_valid"], f["cam_grid"], f["lidar_bev"], state,
+                                 f["ego_motion"], f["prev_valid"], f["dt"], f["lidar_valid"])
+        loss, parts = detection_loss(out.heatmap, out.box_reg, f["heatmap"], f["box_reg"], f["reg_mask"])
+        if out.aux is not None:  # v3 camera-only head (training mode)
+            aux_loss, _ = detection_loss(*out.aux, f["heatmap"], f["box_reg"], f["reg_mask"])
+            loss = loss + AUX_LOSS_WEIGHT * aux_loss
+            parts["aux"] = float(aux_loss.detach())
+        bev_state = out.bev_state
         if train and detach_state:
             (loss / len(frames)).backward()
         elif train:
@@ -219,7 +257,7 @@ def train(train_cfg: TrainConfig, out_dir: Path, settings: ReaderSettings | None
     torch.set_num_threads(train_cfg.threads)
     torch.manual_seed(train_cfg.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    model_cfg = load_model_config(train_cfg.model_config)
+    model_cfg = train_cfg.model()
     rig = load_rig()
     cam_grid = camera_sampling_grid(rig, model_cfg)
     sequences = load_sequences(train_cfg, model_cfg, rig, settings)
@@ -238,7 +276,7 @@ def train(train_cfg: TrainConfig, out_dir: Path, settings: ReaderSettings | None
     # the sampler's stream depends on the step so a resumed run does not replay old windows
     sampler = WindowSampler(sequences, cam_grid, train_cfg, np.random.default_rng([train_cfg.seed, start]))
     net.train()
-    t0, running = time.monotonic(), {"loss": 0.0, "focal": 0.0, "reg": 0.0}
+    t0, running, logged = time.monotonic(), {"loss": 0.0, "focal": 0.0, "reg": 0.0, "aux": 0.0}, 0
     step = start
     while step < train_cfg.steps:
         parts = run_window(net, sampler.sample(), train=True, detach_state=train_cfg.detach_state)
@@ -248,12 +286,16 @@ def train(train_cfg: TrainConfig, out_dir: Path, settings: ReaderSettings | None
         scheduler.step()
         step += 1
         for k in running:
-            running[k] += parts[k] / train_cfg.log_every_steps
+            running[k] += parts[k]
+        logged += 1
         elapsed_min = (time.monotonic() - t0) / 60
-        if step % train_cfg.log_every_steps == 0:
-            LOG.info("step %d/%d loss %.4f focal %.4f reg %.4f lr %.2e (%.1f min)", step, train_cfg.steps,
-                     running["loss"], running["focal"], running["reg"], scheduler.get_last_lr()[0], elapsed_min)
-            running = dict.fromkeys(running, 0.0)
+        if step % train_cfg.log_every_steps == 0:  # means over the steps since the last line (fewer after a resume)
+            mean = {k: v / logged for k, v in running.items()}
+            eta_min = elapsed_min / (step - start) * (train_cfg.steps - step)
+            LOG.info("step %d/%d loss %.4f focal %.4f reg %.4f aux %.4f lr %.2e (%.1f min, ETA %.0f min)", step,
+                     train_cfg.steps, mean["loss"], mean["focal"], mean["reg"], mean["aux"],
+                     scheduler.get_last_lr()[0], elapsed_min, eta_min)
+            running, logged = dict.fromkeys(running, 0.0), 0
         if step % train_cfg.checkpoint_every_steps == 0:
             save_checkpoint(ckpt_path, net, optimizer, scheduler, step, train_cfg)
         if elapsed_min > train_cfg.time_budget_min:

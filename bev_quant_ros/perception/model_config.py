@@ -5,7 +5,8 @@ height slices, the image input size and normalisation, channel counts, output st
 class list and box_reg layout. It resolves the symbolic shapes of the engine contract
 (``engine/contract.py``) so the exporter, the engine and the pipeline agree on one set
 of numbers. The ``network`` section holds layer widths used only to rebuild the
-PyTorch module (training/export); the runtime ignores it.
+PyTorch module (training/export); the runtime ignores it. ``inputs.optional`` lists the
+optional contract inputs (``dt``, ``lidar_valid``) the graph declares (absent = none).
 """
 
 from __future__ import annotations
@@ -17,7 +18,15 @@ from typing import Any
 import numpy as np
 import yaml
 
-from bev_quant_ros.engine.contract import BOX_REG_CHANNELS, CONTRACT_INPUTS, CONTRACT_OUTPUTS, NUM_CAMERAS
+from bev_quant_ros.engine.contract import (
+    BOX_REG_CHANNELS,
+    CONTRACT_INPUTS,
+    CONTRACT_OUTPUTS,
+    DT_INPUT,
+    LIDAR_VALID_INPUT,
+    NUM_CAMERAS,
+    OPTIONAL_INPUTS,
+)
 from bev_quant_ros.errors import ConfigError
 from bev_quant_ros.perception.boxes import CLASS_NAMES
 
@@ -34,6 +43,10 @@ class NetworkConfig:
     lift_channels: int = 16  # image feature channels sampled into the BEV per height slice
     attention_heads: int = 2
     attention_pool: int = 8  # BEV cells per attention token side
+    # 2: parameter-free lift (the shipped models). 3: per-pixel distribution over the height
+    # slices weights the lift, a camera-only path for lidar_valid = 0, dt in the temporal
+    # fusion, a camera-only auxiliary head in training (model/network.py); needs inputs dt, lidar_valid
+    version: int = 2
 
 
 @dataclass(frozen=True)
@@ -58,6 +71,7 @@ class ModelConfig:
     classes: tuple[str, ...] = CLASS_NAMES
     box_reg: tuple[str, ...] = BOX_REG_CHANNELS
     network: NetworkConfig = field(default_factory=NetworkConfig)
+    optional_inputs: tuple[str, ...] = ()  # of contract.OPTIONAL_INPUTS the graph declares, in that order
 
     def __post_init__(self) -> None:
         _check(self.x_range_m[1] > self.x_range_m[0] and self.y_range_m[1] > self.y_range_m[0],
@@ -80,6 +94,12 @@ class ModelConfig:
         _check(len(self.network.image_convs_per_stage) == len(self.network.image_channels)
                and min(self.network.image_convs_per_stage) >= 1,
                "network image_convs_per_stage needs one count >= 1 per image stage")
+        _check(self.network.version in (2, 3), f"network version must be 2 or 3, got {self.network.version}")
+        _check(self.optional_inputs == tuple(n for n in OPTIONAL_INPUTS if n in self.optional_inputs)
+               and len(set(self.optional_inputs)) == len(self.optional_inputs),
+               f"inputs.optional must be a subset of {list(OPTIONAL_INPUTS)} in that order, got {self.optional_inputs}")
+        _check(self.network.version < 3 or self.optional_inputs == (DT_INPUT, LIDAR_VALID_INPUT),
+               f"network version 3 needs inputs.optional [{DT_INPUT}, {LIDAR_VALID_INPUT}]")
         pool = self.network.attention_pool
         _check((self.Hb // self.output_stride) % pool == 0 and (self.Wb // self.output_stride) % pool == 0,
                "network attention_pool must divide the head grid")
@@ -147,13 +167,16 @@ class ModelConfig:
         return tuple(out)
 
     def input_shapes(self) -> dict[str, tuple[int, ...]]:
-        return {name: self.resolve(shape) for name, shape in CONTRACT_INPUTS.items()}
+        """Contract inputs, then the optional ones this model declares (the export order)."""
+        shapes = {name: self.resolve(shape) for name, shape in CONTRACT_INPUTS.items()}
+        return shapes | {name: self.resolve(OPTIONAL_INPUTS[name]) for name in self.optional_inputs}
 
     def output_shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: self.resolve(shape) for name, shape in CONTRACT_OUTPUTS.items()}
 
     # (de)serialisation ------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
+        optional = {"inputs": {"optional": list(self.optional_inputs)}} if self.optional_inputs else {}
         return {
             "name": self.name,
             "bev": {"x_range_m": list(self.x_range_m), "y_range_m": list(self.y_range_m),
@@ -170,6 +193,7 @@ class ModelConfig:
                      "box_reg": list(self.box_reg),
                      "box_reg_units": "offset_x/y: output cells from the cell centre; z: m; "
                                       "log_l/w/h: log m; sin/cos of yaw; vel_x/y: m/s (ego axes)"},
+            **optional,
             "network": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self.network).items()},
         }
 
@@ -187,7 +211,7 @@ def example_inputs(cfg: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
     export checks, tests and benchmarks that need no real frame."""
     rng = np.random.default_rng(seed)
     shapes = cfg.input_shapes()
-    return {
+    inputs = {
         "images": rng.uniform(0, 255, shapes["images"]).astype(np.float32),
         "camera_valid": np.ones(shapes["camera_valid"], np.float32),
         "cam_grid": rng.uniform(-1.2, 1.2, shapes["cam_grid"]).astype(np.float32),
@@ -196,6 +220,8 @@ def example_inputs(cfg: ModelConfig, seed: int = 0) -> dict[str, np.ndarray]:
         "ego_motion": np.array([[1, 0, 0], [0, 1, 0.02]], np.float32),
         "prev_valid": np.ones(shapes["prev_valid"], np.float32),
     }
+    optional = {DT_INPUT: np.array([1 / 30], np.float32), LIDAR_VALID_INPUT: np.ones(1, np.float32)}
+    return inputs | {name: optional[name] for name in cfg.optional_inputs}
 
 
 def model_config_from_dict(doc: dict[str, Any], source: str = "<dict>") -> ModelConfig:
@@ -219,6 +245,7 @@ def model_config_from_dict(doc: dict[str, Any], source: str = "<dict>") -> Model
             box_reg=tuple(str(c) for c in head["box_reg"]),
             network=NetworkConfig(**{k: tuple(v) if isinstance(v, list) else v
                                      for k, v in doc.get("network", {}).items()}),
+            optional_inputs=tuple(str(n) for n in (doc.get("inputs") or {}).get("optional", ())),
         )
     except (KeyError, TypeError, ValueError) as exc:
         raise ConfigError(f"model config {source}: missing or bad field: {exc!r}") from exc

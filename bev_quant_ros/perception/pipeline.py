@@ -4,7 +4,10 @@ The same object serves the ROS node, offline bag evaluation, calibration and
 benchmarks (docs/architecture.md §1), so they cannot drift apart. It takes an already
 assembled :class:`SensorFrame` (the node builds it with ``FrameAssembler`` (perception/frame_assembly.py),
 offline tools from bags or the simulator) and returns detections plus per-stage
-timings. No ROS imports.
+timings. A frame needs a camera image or a lidar sweep: without cameras it runs lidar-only
+(every camera masked), without a sweep camera-only. The optional inputs ``dt`` and
+``lidar_valid`` are fed only to a model whose config (checked against the graph) declares
+them. No ROS imports.
 """
 
 from __future__ import annotations
@@ -16,9 +19,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from bev_quant_ros.engine.base import Engine
+from bev_quant_ros.engine.base import FRAME_INPUTS, Engine, frame_input_names
+from bev_quant_ros.engine.contract import DT_INPUT, LIDAR_VALID_INPUT, OPTIONAL_INPUTS
 from bev_quant_ros.engine.factory import create_engine
-from bev_quant_ros.errors import ModelContractError
+from bev_quant_ros.errors import InvalidMessageError, ModelContractError
 from bev_quant_ros.perception.box_decoding import DecodeConfig, decode
 from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.perception.geometry import Rig, load_rig
@@ -112,6 +116,11 @@ class BevPipeline:
         model_config = model_config_for_onnx(model_path)
         engine = create_engine(model_path, backend=backend, precision=precision,
                                expected_dims=model_config.symbols(), **engine_options)
+        graph_optional = frame_input_names(engine.describe().inputs)[len(FRAME_INPUTS):]
+        if graph_optional != model_config.optional_inputs:
+            raise ModelContractError(f"{model_path}: the graph declares optional inputs {list(graph_optional)}, "
+                                     f"its model config {list(model_config.optional_inputs)} "
+                                     f"(inputs.optional, of {list(OPTIONAL_INPUTS)})")
         decode_config = DecodeConfig(x_range_m=model_config.x_range_m, y_range_m=model_config.y_range_m,
                                      class_names=model_config.classes, score_threshold=score_threshold,
                                      max_detections=max_detections)
@@ -164,6 +173,8 @@ class BevPipeline:
         else:
             inputs["ego_motion"] = ego_motion_affine(decision.T_world_ego_prev, decision.T_world_ego,
                                                      self.model_config)
+        if DT_INPUT in self.model_config.optional_inputs:
+            inputs[DT_INPUT] = np.array([decision.dt_s], np.float32)
         t2 = time.perf_counter()
         outputs = self.engine.infer(inputs)
         t3 = time.perf_counter()
@@ -176,8 +187,12 @@ class BevPipeline:
                               ego_pose_used=prepared.T_world_ego is not None)
 
     def _inputs(self, frame: SensorFrame) -> tuple[dict[str, np.ndarray], bool]:
-        images = prepare_images(frame.images, self.model_config)  # checks slots, presence and sizes
+        images = prepare_images(frame.images, self.model_config)  # checks slots and sizes
         lidar_used = frame.points is not None and frame.lidar_stamp_ns is not None
+        camera_valid = frame.camera_valid
+        if not lidar_used and not camera_valid.any():
+            raise InvalidMessageError("a frame needs at least one camera image or a lidar sweep, got neither",
+                                      cause="no_sensor_data")
         if lidar_used:
             # without odometry the sweep is used as if the ego stood still (no motion compensation)
             have_poses = frame.T_world_ego is not None and frame.T_world_ego_lidar is not None
@@ -188,6 +203,8 @@ class BevPipeline:
                                ego_velocity_xy_yawrate=frame.ego_velocity_xy_yawrate)
         else:
             raster = self._lidar_empty
-        return {"images": images, "camera_valid": frame.camera_valid,
-                "cam_grid": self._cam_grid, "lidar_bev": raster}, lidar_used
+        inputs = {"images": images, "camera_valid": camera_valid, "cam_grid": self._cam_grid, "lidar_bev": raster}
+        if LIDAR_VALID_INPUT in self.model_config.optional_inputs:
+            inputs[LIDAR_VALID_INPUT] = np.array([1.0 if lidar_used else 0.0], np.float32)
+        return inputs, lidar_used
 

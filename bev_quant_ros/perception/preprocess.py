@@ -37,7 +37,8 @@ MIN_POSE_DT_S = 1e-3  # pose pairs closer in time than this cannot give a veloci
 def prepare_images(images: Sequence[np.ndarray | None], cfg: ModelConfig) -> np.ndarray:
     """Six [h, w, 3] uint8 RGB (or a [6, h, w, 3] array) -> [6, 3, H, W] float32 pixel values.
 
-    A missing camera (None) gives a zero plane; it is masked by ``camera_valid`` anyway.
+    A missing camera (None) gives a zero plane; it is masked by ``camera_valid`` anyway, so a
+    frame without any camera is all zeros (lidar-only; the pipeline needs a sweep then).
     Each image is resized on its own straight into the output (cameras of one rig may
     differ in resolution), so the full-size frames are never stacked or copied:
     INTER_AREA when shrinking by 2x or more (bilinear would alias), else bilinear, 5x
@@ -45,9 +46,9 @@ def prepare_images(images: Sequence[np.ndarray | None], cfg: ModelConfig) -> np.
     JPEG, 200x113 -> 176x96: mean |diff| 2.30 vs 2.28 grey levels).
     """
     present = [image for image in images if image is not None]
-    if len(images) != NUM_CAMERAS or not present:
-        raise InvalidMessageError(f"a frame needs {NUM_CAMERAS} camera slots with at least one camera image, "
-                                  f"got {len(images)} slots, {len(present)} images", cause="no_camera_image")
+    if len(images) != NUM_CAMERAS:
+        raise InvalidMessageError(f"a frame needs {NUM_CAMERAS} camera slots, got {len(images)}",
+                                  cause="camera_slots")
     if any(image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 for image in present):
         raise InvalidMessageError("camera images must be [h, w, 3] uint8 RGB, got "
                                   f"{[None if i is None else (i.shape, i.dtype.name) for i in images]}",

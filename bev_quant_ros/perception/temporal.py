@@ -107,6 +107,7 @@ class TemporalDecision:
     reset_reason: ResetReason | None  # None = keep the state and warp it
     T_world_ego_prev: np.ndarray | None  # pose of the previous frame (None after a reset)
     T_world_ego: np.ndarray | None  # pose of this frame
+    dt_s: float = 0.0  # seconds since the previous processed frame; 0 after a reset (the model's `dt`)
 
 
 @dataclass
@@ -130,13 +131,14 @@ class TemporalState:
         """Decide for the frame at ``stamp_ns``; call once per processed frame, in order."""
         reason = self._reset_reason(stamp_ns, T_world_ego)
         prev_pose = None if reason is not None else self._prev_pose
+        dt_s = 0.0 if reason is not None else (stamp_ns - self._prev_stamp_ns) / NS_PER_S
         if reason is not None:
             self.reset_counts[reason.value] += 1
             self.last_reset_reason = reason
         self._reset_requested = False
         self._prev_stamp_ns = stamp_ns
         self._prev_pose = T_world_ego
-        return TemporalDecision(reason, prev_pose, T_world_ego)
+        return TemporalDecision(reason, prev_pose, T_world_ego, dt_s)
 
     def _reset_reason(self, stamp_ns: int, T_world_ego: np.ndarray | None) -> ResetReason | None:
         if self._reset_requested:

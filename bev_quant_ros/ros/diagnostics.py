@@ -2,14 +2,18 @@
 
 No rclpy here: the level, message and key/values are computed from the runtime
 statistics and the last frame's result, so every rule is unit-tested without DDS;
-the node only copies them into a `diagnostic_msgs/DiagnosticStatus`.
+the node only copies them into a `diagnostic_msgs/DiagnosticStatus`. The sensor mode of a
+frame (`fused`, `camera_only`, `lidar_only`) is derived here too, and `ModeTracker` turns the
+per-frame modes into one log line per transition.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import IntEnum
+from enum import Enum, IntEnum
 from typing import Mapping, Sequence
+
+import numpy as np
 
 from bev_quant_ros.perception.pipeline import PipelineResult
 
@@ -20,6 +24,41 @@ class Level(IntEnum):
     OK = 0
     WARN = 1
     ERROR = 2
+
+
+class SensorMode(str, Enum):
+    """Which sensors a frame ran on."""
+
+    FUSED = "fused"
+    CAMERA_ONLY = "camera_only"  # no lidar sweep (absent or older than max_lidar_age_s)
+    LIDAR_ONLY = "lidar_only"  # no valid camera
+
+
+# why a frame is in a mode: the end of the transition log line
+MODE_CAUSES = {SensorMode.FUSED: "lidar and cameras", SensorMode.CAMERA_ONLY: "no lidar sweep",
+               SensorMode.LIDAR_ONLY: "no valid camera"}
+
+
+def sensor_mode(camera_valid: np.ndarray, lidar_used: bool) -> SensorMode:
+    """The mode of a frame from what it ran with (a frame has a camera or a sweep, never neither)."""
+    if not lidar_used:
+        return SensorMode.CAMERA_ONLY
+    return SensorMode.FUSED if np.any(camera_valid) else SensorMode.LIDAR_ONLY
+
+
+class ModeTracker:
+    """The current sensor mode, starting fused (what the node expects); `update` returns the line
+    to log when a frame changes the mode and None while it stays, so a long outage logs once."""
+
+    def __init__(self) -> None:
+        self.mode = SensorMode.FUSED
+
+    def update(self, mode: SensorMode) -> str | None:
+        if mode is self.mode:
+            return None
+        line = f"mode: {self.mode.value} -> {mode.value} ({MODE_CAUSES[mode]})"
+        self.mode = mode
+        return line
 
 
 @dataclass(frozen=True)
@@ -48,6 +87,7 @@ def pipeline_status(header: Mapping[str, str], stats_values: Mapping[str, str], 
     if last is not None:
         for name, valid in zip(camera_names, last.camera_valid):
             values[f"camera_valid.{name}"] = str(bool(valid))
+        values["last_frame.mode"] = sensor_mode(last.camera_valid, last.lidar_used).value
         values["last_frame.lidar_used"] = str(last.lidar_used)
         values["last_frame.ego_pose_used"] = str(last.ego_pose_used)
         values["last_frame.detections"] = str(len(last.detections))
@@ -58,7 +98,8 @@ def pipeline_status(header: Mapping[str, str], stats_values: Mapping[str, str], 
     parts = [f"{errors - errors_at_last_report} bad inputs since last report"] if errors > errors_at_last_report else []
     problems = degraded_inputs(last, camera_names)
     if problems:
-        parts.append("degraded: " + "; ".join(problems))
+        mode = sensor_mode(last.camera_valid, last.lidar_used)
+        parts.append(("degraded: " if mode is SensorMode.FUSED else f"degraded ({mode.value}): ") + "; ".join(problems))
     if parts:
         return PipelineStatus(Level.WARN, "; ".join(parts), values, errors)
     return PipelineStatus(Level.OK, "running", values, errors)

@@ -12,6 +12,10 @@ second latest-wins slot; the inference thread runs the recurrent engine on the
 newest prepared frame, decodes and publishes. So frame N+1 is prepared while frame
 N is in the engine. A frame replaced in either slot before it was taken is counted
 as dropped.
+
+Sensor modes (ros/diagnostics.py): each published frame is `fused`, `camera_only` (no sweep
+younger than max_lidar_age_s) or `lidar_only` (no valid camera), counted as
+`count.mode.<mode>`, shown as `last_frame.mode`, and logged once per transition.
 """
 
 from __future__ import annotations
@@ -47,7 +51,7 @@ from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.perception.pipeline import BevPipeline, PipelineResult, PreparedFrame
 from bev_quant_ros.perception.temporal import PoseBuffer, TemporalState
 from bev_quant_ros.resources import default_model_path
-from bev_quant_ros.ros.diagnostics import pipeline_status
+from bev_quant_ros.ros.diagnostics import ModeTracker, pipeline_status, sensor_mode
 from bev_quant_ros.ros.frame_slot import LatestSlot
 from bev_quant_ros.ros.message_decoding import (
     camera_info_to_intrinsics,
@@ -124,6 +128,7 @@ class BevPerceptionNode(Node):
         self._lock = threading.Lock()  # assembler, poses and pending rig: executor vs worker
         self._pending_rig = None
         self._last_result: PipelineResult | None = None
+        self._modes = ModeTracker()  # inference thread only: one log line per sensor-mode transition
         self._errors_at_last_report = 0
         self._start_monotonic = time.monotonic()
 
@@ -320,6 +325,11 @@ class BevPerceptionNode(Node):
             self.stats.count(f"resets.{result.reset_reason.value}")
             if self.log_throttle.allow(f"reset.{result.reset_reason.value}"):
                 self.get_logger().info(f"recurrent state reset: {result.reset_reason.value}")
+        mode = sensor_mode(result.camera_valid, result.lidar_used)
+        self.stats.count(f"mode.{mode.value}")
+        transition = self._modes.update(mode)
+        if transition is not None:
+            self.get_logger().info(transition)
         self._last_result = result
         self.detections_pub.publish(boxes_to_detection_array(result.detections, result.stamp_ns, frame_id))
         latency_ms = (self.get_clock().now().nanoseconds - result.stamp_ns) / 1e6

@@ -318,3 +318,25 @@ def test_odometry_silent_for_3_s_then_back(harness, drive):
     assert harness.log.count("recurrent state reset: no_ego_pose", log_start) <= 1  # throttled per reason
     back = _healthy(harness, drive)
     assert back["last_frame.ego_pose_used"] == "True" and back["message"] == "running"
+
+
+# ---- Degraded sensor modes ---------------------------------------------------------------------
+
+
+def test_lidar_silent_for_3_s_runs_camera_only_with_one_transition_line_each_way(harness):
+    # its own drive, stamped after the module's 450 frames (15 s), so the shared drive lasts for the others
+    own, offset = Drive(generate_frames(100_004, "day", 8 + SILENT_FRAMES * SPACING)), harness.offset_ns + 16 * 10**9
+    assert all(s in harness.detections for s in harness.stream(own.take(4), offset))  # fused before the outage
+    camera_only, log_start = harness.counter("count.mode.camera_only"), len(harness.log.lines)
+    stamps = harness.stream(own.take(SILENT_FRAMES, every=SPACING), offset, publish_lidar=False)
+    assert all(s in harness.detections for s in stamps)
+    during = harness.diagnostics_after()
+    assert during["last_frame.mode"] == "camera_only" and during["level"] == "1"
+    # the first silent frame still fuses the last sweep (younger than max_lidar_age_s), the rest cannot
+    assert int(during["count.mode.camera_only"]) == camera_only + SILENT_FRAMES - 1
+    assert harness.log.count("mode: fused -> camera_only (no lidar sweep)", log_start) == 1
+    assert all(s in harness.detections for s in harness.stream(own.take(4), offset))
+    back = harness.diagnostics_after()
+    assert back["last_frame.mode"] == "fused" and back["message"] == "running"
+    spin_until(harness.node, lambda: harness.log.count("mode: camera_only -> fused", log_start) > 0, 2.0)
+    assert harness.log.count("mode: ", log_start) == 2, harness.log.lines[log_start:]

@@ -70,3 +70,23 @@ def test_model_config_validation_names_the_field():
     with pytest.raises(ConfigError, match="classes"):
         dataclasses.replace(TINY, classes=("car", "spaceship"))
 
+
+
+def test_v3_exports_with_dt_and_lidar_valid_matching_pytorch_without_the_aux_head(tmp_path):
+    cfg = dataclasses.replace(TINY, network=dataclasses.replace(TINY.network, version=3),
+                              optional_inputs=("dt", "lidar_valid"))
+    torch.manual_seed(0)
+    net = BEVDetector(cfg).eval()
+    path = export_onnx(net, tmp_path / "v3.onnx")
+    model = onnx.load(path)
+    assert [i.name for i in model.graph.input] == [*CONTRACT_INPUTS, "dt", "lidar_valid"]
+    assert [o.name for o in model.graph.output] == list(CONTRACT_OUTPUTS)
+    assert model.opset_import[0].version == OPSET
+    assert not [i.name for i in model.graph.initializer if "aux" in i.name]  # training-only head not exported
+    assert [n.op_type for n in model.graph.node].count("GridSample") == 2  # one lift, one warp, as in v2
+    check_contract(path, cfg)
+    assert model_config_for_onnx(path) == cfg
+    for dt, lidar_valid in ((1 / 30, 1.0), (0.1, 0.0)):
+        inputs = example_inputs(cfg, seed=4)
+        inputs["dt"][:], inputs["lidar_valid"][:] = dt, lidar_valid
+        assert max(compare_with_torch(net, path, inputs).values()) <= MAX_ABS_DIFF

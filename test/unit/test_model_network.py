@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 
-from bev_quant_ros.model.network import BEVDetector, base_grid, lift_to_bev, warp_bev
+from bev_quant_ros.errors import ConfigError
+from bev_quant_ros.model.dataset import compose_ego_motion
+from bev_quant_ros.model.network import BEVDetector, base_grid, height_weighted_lift, lift_to_bev, warp_bev
 from bev_quant_ros.perception.model_config import example_inputs
 from bev_quant_ros.perception.preprocess import canvas_x, ego_motion_affine
 from tiny_model import tiny_config
@@ -93,3 +97,97 @@ def test_previous_state_counts_only_when_valid():
         other[6][:] = 0.0
         for a, b in zip(net(*inputs), net(*other)):
             assert torch.equal(a, b)
+
+
+# ---- network version 3 ----------------------------------------------------------------------------
+TINY_V3 = dataclasses.replace(TINY, network=dataclasses.replace(TINY.network, version=3),
+                              optional_inputs=("dt", "lidar_valid"))
+
+
+def _batched_v3(seed: int = 0) -> list[torch.Tensor]:
+    return [torch.from_numpy(v).unsqueeze(0) for v in example_inputs(TINY_V3, seed=seed).values()]
+
+
+def test_v3_needs_its_optional_inputs_declared():
+    with pytest.raises(ConfigError, match="version 3 needs inputs.optional"):
+        dataclasses.replace(TINY_V3, optional_inputs=())
+
+
+def test_v3_aux_camera_head_exists_only_in_training():
+    torch.manual_seed(0)
+    net = BEVDetector(TINY_V3)
+    aux = net.train().forward_logits(*_batched_v3()).aux
+    assert aux is not None and aux[0].shape == (1, TINY.K, TINY.Ho, TINY.Wo) and aux[1].shape[1] == TINY.R
+    assert net.eval().forward_logits(*_batched_v3()).aux is None
+    assert BEVDetector(TINY).train().forward_logits(*_batched(TINY)).aux is None  # v2 has none
+
+
+def test_v3_dt_changes_the_output_and_only_with_a_valid_state():
+    torch.manual_seed(0)
+    net = BEVDetector(TINY_V3).eval()
+    inputs = _batched_v3()
+    slower = [t.clone() for t in inputs]
+    slower[7][:] = 3 / 30  # 10 Hz instead of 30 Hz
+    with torch.no_grad():
+        for a, b in zip(net(*inputs), net(*slower)):
+            assert (a - b).abs().max() > 1e-4
+        inputs[6][:], slower[6][:] = 0.0, 0.0  # no previous state: dt has nothing to scale
+        slower[7][:] = 0.0
+        inputs[7][:] = 0.0
+        for a, b in zip(net(*inputs), net(*slower)):
+            assert torch.equal(a, b)
+
+
+def test_v3_lidar_raster_has_no_influence_when_lidar_is_not_valid():
+    torch.manual_seed(0)
+    net = BEVDetector(TINY_V3).eval()
+    inputs = _batched_v3()
+    other = [t.clone() for t in inputs]
+    other[3] = torch.rand_like(other[3]) * 5
+    with torch.no_grad():
+        assert not torch.equal(net(*inputs)[0], net(*other)[0])
+        inputs[8][:], other[8][:] = 0.0, 0.0
+        for a, b in zip(net(*inputs), net(*other)):
+            assert torch.equal(a, b)
+
+
+def test_height_weighted_lift_puts_a_pixel_on_the_slice_it_predicts():
+    """One camera pixel sampled by every slice: the slice with the dominant logit gets the feature."""
+    feats = torch.ones(1, 6, 2, 4, 4)
+    logits = torch.zeros(1, 6, 3, 4, 4)
+    logits[:, :, 1] = 20.0  # every pixel says: slice 1
+    grid = torch.zeros(1, 3 * 2, 2, 2)  # Z=3 slices x 2 rows, 2 columns: every cell samples camera 0's centre
+    grid[..., 0] = float(canvas_x(0, 0.0))
+    lifted = height_weighted_lift(feats, logits, grid, torch.ones(1, 6), 3).reshape(1, 2, 3, 2, 2)
+    assert lifted[:, :, 1].min() > 0.99 and lifted[:, :, [0, 2]].max() < 1e-6
+
+
+def test_v3_backprop_through_time_reaches_the_first_frame():
+    torch.manual_seed(0)
+    net = BEVDetector(TINY_V3).train()
+
+    def first_frame_grad(prev_valid: float) -> torch.Tensor:
+        first, second = _batched_v3(0), _batched_v3(1)
+        first[0].requires_grad_(True)
+        first[6][:] = 0.0
+        state = net.forward_logits(*first).bev_state
+        second[4], second[6][:] = state, prev_valid
+        net.forward_logits(*second).heatmap.sum().backward()  # a loss on the second frame only
+        return first[0].grad
+
+    assert first_frame_grad(1.0).abs().max() > 0
+    assert first_frame_grad(0.0).abs().max() == 0  # control: without the state no path to frame 1
+
+
+def test_composed_ego_motion_equals_the_motion_between_the_end_frames():
+    """Windows at 15 / 10 Hz chain the stored 30 Hz motions."""
+    def pose(x: float, y: float, yaw: float) -> np.ndarray:
+        T = np.eye(4)
+        T[:2, :2] = [[np.cos(yaw), -np.sin(yaw)], [np.sin(yaw), np.cos(yaw)]]
+        T[:2, 3] = x, y
+        return T
+
+    poses = [pose(0, 0, 0), pose(1.0, 0.2, 0.05), pose(2.1, 0.5, 0.12), pose(3.0, 1.1, 0.2)]
+    motions = np.stack([ego_motion_affine(poses[i - 1], poses[i], TINY) for i in range(1, 4)])
+    np.testing.assert_allclose(compose_ego_motion(motions), ego_motion_affine(poses[0], poses[3], TINY), atol=1e-6)
+    assert np.abs(compose_ego_motion(motions[::-1]) - ego_motion_affine(poses[0], poses[3], TINY)).max() > 1e-4

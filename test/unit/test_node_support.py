@@ -131,7 +131,7 @@ def test_pipeline_status_levels_follow_what_the_last_frame_had():
     degraded = pipeline_status(header, {}, _result((1, 0, 1, 1, 0, 1), lidar_used=False, ego_pose_used=False),
                                names, 0)
     assert degraded.level == Level.WARN
-    assert degraded.message == "degraded: camera(s) missing: cam1, cam4; no lidar sweep; no ego pose"
+    assert degraded.message == "degraded (camera_only): camera(s) missing: cam1, cam4; no lidar sweep; no ego pose"
     assert degraded.values["camera_valid.cam1"] == "False" and degraded.values["camera_valid.cam0"] == "True"
 
 
