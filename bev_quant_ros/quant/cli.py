@@ -1,4 +1,4 @@
-"""`bev-quant calibrate | sensitivity | quant-report`: the quantization toolkit's commands."""
+"""`bev-quant calibrate | sensitivity | quant-report | qat`: the quantization toolkit's commands."""
 
 from __future__ import annotations
 
@@ -49,6 +49,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("--drift-frames", type=int, default=300)
     report.add_argument("--eval-frames", type=int, default=40, help="held-out frames per condition")
     report.set_defaults(func=_guarded(_report))
+    qat = subparsers.add_parser("qat", help="quantization-aware training (modelopt) with view-guided distillation, "
+                                            "exported to both INT8 Q/DQ flavours")
+    qat.add_argument("--config", required=True, help="e.g. config/qat_bev_tiny.yaml")
+    qat.add_argument("--out", required=True, help="output dir; qat_last.pt there is resumed")
+    qat.add_argument("--steps", type=int, help="override the config's fine-tuning steps")
+    qat.set_defaults(func=_guarded(_qat))
 
 
 def _logging() -> None:
@@ -105,4 +111,17 @@ def _report(args: argparse.Namespace) -> int:
     _logging()
     path = write_report(load_quant_config(args.config), Path(args.out), args.drift_frames, args.eval_frames)
     print(f"wrote {path}")
+    return 0
+
+
+def _qat(args: argparse.Namespace) -> int:
+    from bev_quant_ros.quant.qat import load_qat_config, run_qat
+
+    _logging()
+    overrides = {"steps": args.steps} if args.steps is not None else {}
+    result = run_qat(load_qat_config(args.config, **overrides), Path(args.out))
+    print(f"step {result.step}; last loss parts: {result.history[-1] if result.history else 'resumed, none run'}")
+    for path in (result.tensorrt_onnx, result.cpu_onnx):
+        if path is not None:
+            print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     return 0

@@ -1,0 +1,447 @@
+"""Quantization-aware training (nvidia-modelopt, CPU) with view-guided distillation.
+
+Why: PTQ keeps 9 nodes float to stay within 0.25 NDS points (docs/architecture.md §3); QAT
+lets the weights adapt to int8 instead. The student is the FP32 network with BatchNorm
+folded into its convs (frozen by construction: the deployed folded weights are what the
+fake quant sees), quantized by ``mtq.quantize`` with ranges from modelopt's max calibration
+over the PTQ's own calibration windows (``record_set`` of the quant config, each frame fed
+the FP32 model's own state). It is fine-tuned over short recurrent windows with the state
+path quantized, against
+
+    loss = w_det * detection loss + w_img * image-view feature distillation (camera encoder
+           outputs) + w_bev * BEV distillation (the fused BEV entering the head, and the state)
+
+with the FP32 network as teacher; each term switches off with weight 0.
+
+Precision plan mapping (``models/bev_tiny.precision.yaml`` names ONNX nodes): a Conv node's
+scope is its module (``/detector/fuse/fuse.0/Conv`` -> ``fuse.0``; ``onnx_weights.module_name_of``),
+whose input and weight quantizers are disabled. modelopt quantizes only module inputs and
+weights (Conv2d here), so the plan's functional nodes (attention Softmax and residual Add, the
+warp-grid MatMul, the fusion Concat) stay float in the torch model and in its export.
+
+Export: ``torch.onnx.export(opset 17, dynamo=False)`` gives the TensorRT flavour (symmetric
+int8 Q/DQ at conv inputs and weights); the CPU flavour (u8 activations) is the fine-tuned
+FP32 export requantized by ``qdq.write_qdq`` with the QAT conv-input ranges.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+from torch import nn
+from tqdm import tqdm
+
+from bev_quant_ros.engine.contract import CONTRACT_OUTPUTS, STATE_INPUT
+from bev_quant_ros.engine.io_check import check_contract, onnx_specs, read_onnx
+from bev_quant_ros.errors import ConfigError
+from bev_quant_ros.model.network import BEVDetector, ContractWrapper
+from bev_quant_ros.model.onnx_weights import module_name_of
+from bev_quant_ros.quant.calib_data import PREV_VALID, RecordedSequence
+from bev_quant_ros.quant.plan import PrecisionPlan
+from bev_quant_ros.quant.qdq import copy_model_config, tensorrt_style
+
+LOG = logging.getLogger(__name__)
+CHECKPOINT_NAME = "qat_last.pt"
+OPSET = 17
+DISTILL_TAPS = {"img": "image_encoder", "bev": "attention"}  # loss term -> module whose output is distilled
+
+
+@dataclass(frozen=True)
+class LossWeights:
+    """Weights of the VGD terms; 0 switches a term off (it is then not computed)."""
+
+    detection: float = 1.0
+    img: float = 1.0  # camera encoder outputs (image view)
+    bev: float = 1.0  # fused BEV entering the head and the recurrent state (BEV view)
+
+
+@dataclass(frozen=True)
+class QatConfig:
+    """``config/qat_bev_tiny.yaml``: what to quantize, how to fine-tune, where the data comes from."""
+
+    quant_config: str  # the PTQ config: model, plan, calibration windows
+    train_config: str  # the training config: data, augmentation (model/train.py)
+    train_seeds: tuple[int, int]  # [start, stop): a subset of the training seeds, rendered once
+    steps: int
+    batch_size: int
+    window: int
+    lr: float
+    weights: LossWeights
+    weight_bits: int = 8
+    activation_bits: int = 8
+    honour_plan: bool = True  # plan's float convs stay float
+    checkpoint_every_steps: int = 50
+    threads: int = 1
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.steps < 0 or self.batch_size < 1 or self.window < 1 or self.lr <= 0:
+            raise ConfigError("qat: steps >= 0, batch_size >= 1, window >= 1 and lr > 0 are required")
+        for bits in (self.weight_bits, self.activation_bits):
+            if not 2 <= bits <= 8:
+                raise ConfigError(f"qat: bit widths must be in [2, 8], got {bits}")
+
+
+def load_qat_config(path: str | Path, **overrides: Any) -> QatConfig:
+    """Read the YAML (sections quant, train, loss, run flattened); ``overrides`` replace fields."""
+    try:
+        doc = yaml.safe_load(Path(path).read_text())
+        flat: dict[str, Any] = {}
+        for section in ("quant", "train", "run"):
+            flat.update(doc.get(section, {}))
+        flat["weights"] = LossWeights(**doc.get("loss", {}))
+        flat["train_seeds"] = tuple(flat["train_seeds"])
+        return dataclasses.replace(QatConfig(**flat), **overrides)
+    except (OSError, yaml.YAMLError, KeyError, TypeError) as exc:
+        raise ConfigError(f"bad QAT config {path}: {exc!r}") from exc
+
+
+def fold_batchnorm(net: nn.Module) -> nn.Module:
+    """Fold every conv -> BatchNorm pair of a Sequential into the conv (BN frozen for good).
+
+    Train-mode BN statistics made student and teacher disagree 20x in QAT; folding is also
+    what the exporter does to the deployed FP32 graph, so int8 sees the same weights."""
+    for module in list(net.modules()):
+        if not isinstance(module, nn.Sequential):
+            continue
+        for i in range(len(module) - 1):
+            conv, bn = module[i], module[i + 1]
+            if not (isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)):
+                continue
+            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
+                               bias=True)
+            with torch.no_grad():
+                folded.weight.copy_(conv.weight * scale.view(-1, 1, 1, 1))
+                bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.bias)
+                folded.bias.copy_(bn.bias + (bias - bn.running_mean) * scale)
+            module[i], module[i + 1] = folded, nn.Identity()
+    return net
+
+
+def plan_float_modules(plan: PrecisionPlan | None, net: nn.Module) -> list[str]:
+    """Conv modules the plan keeps float (by the ONNX node's scope); functional nodes need none."""
+    if plan is None:
+        return []
+    convs = {name for name, m in net.named_modules() if isinstance(m, nn.Conv2d)}
+    return [name for name in (module_name_of(f.node) for f in plan.float_nodes if f.op_type == "Conv")
+            if name in convs]
+
+
+def quant_rules(weight_bits: int = 8, activation_bits: int = 8, float_modules: Iterable[str] = ()) -> dict:
+    """modelopt 0.47 config: per-channel symmetric weights, per-tensor activations, max calibration."""
+    rules: list[dict[str, Any]] = [
+        {"quantizer_name": "*", "enable": False},
+        {"quantizer_name": "*weight_quantizer", "cfg": {"num_bits": weight_bits, "axis": 0}},
+        {"quantizer_name": "*input_quantizer", "cfg": {"num_bits": activation_bits, "axis": None}},
+    ]
+    rules += [{"quantizer_name": f"{name}.*", "enable": False} for name in float_modules]
+    return {"quant_cfg": rules, "algorithm": "max"}
+
+
+def tensor_frame(feed: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
+    """One recorded frame's FRAME_INPUTS as batch-1 tensors."""
+    return {name: torch.from_numpy(np.asarray(value, np.float32))[None] for name, value in feed.items()}
+
+
+def run_sequence(net: BEVDetector, sequence: RecordedSequence) -> Iterable[tuple[torch.Tensor, ...]]:
+    """(heatmap, box_reg, bev_state) per frame, feeding the network its own state, resets as recorded."""
+    cfg = net.cfg
+    state = torch.zeros(1, cfg.C, cfg.Ho, cfg.Wo)
+    for feed, reset in zip(sequence.feeds, sequence.resets):
+        if reset:
+            state = torch.zeros_like(state)
+        f = tensor_frame(feed)
+        valid = torch.tensor([[0.0 if reset else 1.0]])
+        with torch.no_grad():
+            outputs = net(f["images"], f["camera_valid"], f["cam_grid"], f["lidar_bev"], state, f["ego_motion"],
+                          valid)
+        state = outputs[2]
+        yield outputs
+
+
+def quantize_student(net: BEVDetector, calibration: list[RecordedSequence], weight_bits: int = 8,
+                     activation_bits: int = 8, plan: PrecisionPlan | None = None) -> BEVDetector:
+    """Fold BN, insert fake quantizers and calibrate them over ``calibration`` (own FP32 state:
+    quantizers pass values through while calibrating)."""
+    import modelopt.torch.quantization as mtq
+
+    fold_batchnorm(net.eval())
+    rules = quant_rules(weight_bits, activation_bits, plan_float_modules(plan, net))
+
+    def forward_loop(model: BEVDetector) -> None:
+        for sequence in calibration:
+            for _ in run_sequence(model, sequence):
+                pass
+
+    return mtq.quantize(net, rules, forward_loop)
+
+
+def quantizers(net: nn.Module) -> dict[str, nn.Module]:
+    """Every modelopt TensorQuantizer by module name."""
+    from modelopt.torch.quantization.nn import TensorQuantizer
+
+    return {name: m for name, m in net.named_modules() if isinstance(m, TensorQuantizer)}
+
+
+class FeatureTaps:
+    """Forward hooks keeping the outputs of the distilled modules of the last forward."""
+
+    def __init__(self, net: nn.Module, terms: Iterable[str]) -> None:
+        self.values: dict[str, torch.Tensor] = {}
+        self._handles = [net.get_submodule(DISTILL_TAPS[term]).register_forward_hook(self._keep(term))
+                         for term in terms]
+
+    def _keep(self, term: str) -> Callable:
+        def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+            self.values[term] = output
+        return hook
+
+    def close(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+
+
+def feature_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tensor:
+    """MSE relative to the teacher's mean square: scale-free, so the weights are comparable."""
+    return F.mse_loss(student, teacher) / teacher.pow(2).mean().clamp_min(1e-8)
+
+
+def vgd_window_loss(student: BEVDetector, teacher: BEVDetector, frames: list[dict[str, torch.Tensor]],
+                    weights: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
+    """Loss over one window; both networks feed their own state forward (the student's quantized,
+    back-propagated through the window). Terms with weight 0 are not computed."""
+    from bev_quant_ros.model.losses import detection_loss
+
+    terms = [t for t in DISTILL_TAPS if getattr(weights, t) > 0]
+    s_taps, t_taps = FeatureTaps(student, terms), FeatureTaps(teacher, terms)
+    cfg = student.cfg
+    b = frames[0]["images"].shape[0]
+    s_state = t_state = torch.zeros(b, cfg.C, cfg.Ho, cfg.Wo)
+    total = torch.zeros(())
+    parts = dict.fromkeys(("det", *DISTILL_TAPS), 0.0)
+    try:
+        for f in frames:
+            args = (f["images"], f["camera_valid"], f["cam_grid"], f["lidar_bev"])
+            tail = (f["ego_motion"], f["prev_valid"], f.get("dt"), f.get("lidar_valid"))
+            out = student.forward_logits(*args, s_state, *tail)
+            s_state = out.bev_state
+            with torch.no_grad():
+                t_state = teacher.forward_logits(*args, t_state, *tail).bev_state
+            frame_loss = torch.zeros(())
+            if weights.detection > 0:
+                det, _ = detection_loss(out.heatmap, out.box_reg, f["heatmap"], f["box_reg"], f["reg_mask"])
+                frame_loss = frame_loss + weights.detection * det
+                parts["det"] += float(det.detach()) / len(frames)
+            for term in terms:
+                value = feature_distance(s_taps.values[term], t_taps.values[term])
+                if term == "bev":
+                    value = 0.5 * (value + feature_distance(s_state, t_state))
+                frame_loss = frame_loss + getattr(weights, term) * value
+                parts[term] += float(value.detach()) / len(frames)
+            total = total + frame_loss / len(frames)
+    finally:
+        s_taps.close()
+        t_taps.close()
+    return total, parts
+
+
+def save_checkpoint(path: Path, student: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
+    """Weights, quantizer state (amax, bits) and the step, written atomically."""
+    import modelopt.torch.opt as mto
+
+    tmp = path.with_suffix(".tmp")
+    torch.save({"modelopt_state": mto.modelopt_state(student), "model": student.state_dict(),
+                "optimizer": optimizer.state_dict(), "step": step}, tmp)
+    tmp.rename(path)
+
+
+def restore_checkpoint(path: Path, net: BEVDetector, optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer]
+                       ) -> tuple[BEVDetector, torch.optim.Optimizer, int]:
+    """The student of a checkpoint (``net`` is a fresh FP32 network of the same config)."""
+    import modelopt.torch.opt as mto
+
+    ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    student = mto.restore_from_modelopt_state(fold_batchnorm(net.eval()), ckpt["modelopt_state"])
+    student.load_state_dict(ckpt["model"])
+    optimizer = optimizer_factory(student)
+    optimizer.load_state_dict(ckpt["optimizer"])
+    return student, optimizer, int(ckpt["step"])
+
+
+def finetune(student: BEVDetector, teacher: BEVDetector, sample: Callable[[], list[dict[str, torch.Tensor]]],
+             cfg: QatConfig, out_dir: Path | None = None, optimizer: torch.optim.Optimizer | None = None,
+             start: int = 0) -> tuple[list[dict[str, float]], int]:
+    """Fine-tune to ``cfg.steps`` (resuming at ``start``); per-step loss parts; checkpoints to ``out_dir``."""
+    optimizer = optimizer or make_optimizer(student, cfg.lr)
+    teacher.eval()
+    student.eval()  # BN is folded: eval changes nothing but keeps any remaining module deterministic
+    history = []
+    step = start
+    with tqdm(total=cfg.steps, initial=start, desc="qat", unit="step") as bar:
+        while step < cfg.steps:
+            loss, parts = vgd_window_loss(student, teacher, sample(), cfg.weights)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(student.parameters(), 10.0)
+            optimizer.step()
+            step += 1
+            history.append({"loss": float(loss.detach()), **parts})
+            bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
+            bar.update()
+            if out_dir is not None and (step % cfg.checkpoint_every_steps == 0 or step == cfg.steps):
+                save_checkpoint(out_dir / CHECKPOINT_NAME, student, optimizer, step)
+    return history, step
+
+
+def make_optimizer(student: nn.Module, lr: float) -> torch.optim.Optimizer:
+    """Adam on the weights only: quantizer ranges stay at their calibration (modelopt's int8 QAT)."""
+    params = [p for name, p in student.named_parameters() if "quantizer" not in name and p.requires_grad]
+    return torch.optim.Adam(params, lr=lr)
+
+
+def contract_args(inputs: dict[str, np.ndarray], names: Iterable[str]) -> tuple[torch.Tensor, ...]:
+    return tuple(torch.from_numpy(np.asarray(inputs[name], np.float32)) for name in names)
+
+
+def export_qdq(student: BEVDetector, out_path: str | Path, inputs: dict[str, np.ndarray],
+               config_from: str | Path) -> Path:
+    """The fake-quant student as a Q/DQ ONNX (TensorRT flavour), contract- and TensorRT-checked;
+    the model config YAML of ``config_from`` is copied next to it."""
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation note
+        names = list(student.cfg.input_shapes())
+        torch.onnx.export(ContractWrapper(student).eval(), contract_args(inputs, names), str(out_path),
+                          input_names=names, output_names=list(CONTRACT_OUTPUTS),
+                          opset_version=OPSET, do_constant_folding=True, dynamo=False)
+    copy_model_config(Path(config_from), out_path)
+    check_contract(*onnx_specs(read_onnx(out_path)))
+    ok, reason = tensorrt_style(out_path)
+    if not ok:
+        raise ConfigError(f"{out_path}: not TensorRT-consumable: {reason}")
+    return out_path
+
+
+def export_float(student: BEVDetector, out_path: str | Path, inputs: dict[str, np.ndarray],
+                 config_from: str | Path) -> Path:
+    """The fine-tuned weights as an FP32 ONNX (quantizers off for the export, then back as they were)."""
+    active = [q for q in quantizers(student).values() if q.is_enabled]
+    for q in active:
+        q.disable()
+    try:
+        from bev_quant_ros.model.export import export_onnx
+
+        path = export_onnx(student, out_path, inputs)
+    finally:
+        for q in active:
+            q.enable()
+    copy_model_config(Path(config_from), path)
+    return path
+
+
+def conv_input_thresholds(student: BEVDetector, fp32_onnx: str | Path) -> dict[str, float]:
+    """QAT clip point of each quantized conv's input tensor, by the tensor's name in ``fp32_onnx``."""
+    import onnx
+
+    found = quantizers(student)
+    thresholds = {}
+    for node in onnx.load(str(fp32_onnx)).graph.node:
+        if node.op_type != "Conv":
+            continue
+        quantizer = found.get(f"{module_name_of(node.name)}.input_quantizer")
+        if quantizer is not None and quantizer.is_enabled and quantizer.amax is not None:
+            thresholds[node.input[0]] = float(quantizer.amax)
+    return thresholds
+
+
+def export_cpu_flavour(student: BEVDetector, quant_config: Any, plan: PrecisionPlan, out_path: str | Path,
+                       inputs: dict[str, np.ndarray], calibration: list[RecordedSequence], work_dir: Path) -> Path:
+    """u8-activation Q/DQ (quant/qdq.py CPU flavour) of the fine-tuned weights: the plan's ranges
+    (its method) recalibrated on them, the conv inputs at the QAT ranges."""
+    from bev_quant_ros.quant.calibrate import calibrate_ranges
+    from bev_quant_ros.quant.qdq import CPU, write_qdq
+
+    fp32 = export_float(student, work_dir / "qat_fp32.onnx", inputs, quant_config.model)
+    calibration_result = calibrate_ranges(dataclasses.replace(quant_config, model=fp32), calibration)
+    thresholds = {**calibration_result.thresholds[plan.method], **conv_input_thresholds(student, fp32)}
+    return write_qdq(fp32, out_path, thresholds, plan.node_names(), plan.op_types, CPU, calibration_result.observed)
+
+
+def full_inputs(feed: dict[str, np.ndarray], cfg: Any, seed: int = 0) -> dict[str, np.ndarray]:
+    """A recorded FRAME_INPUTS feed plus a random previous state with prev_valid = 1."""
+    rng = np.random.default_rng(seed)
+    state = rng.uniform(-1, 1, (cfg.C, cfg.Ho, cfg.Wo)).astype(np.float32)
+    return {**feed, STATE_INPUT: state, PREV_VALID: np.ones(1, np.float32)}
+
+
+@dataclass
+class QatResult:
+    """What ``run_qat`` produced: the student, its step, the exported files and their checks."""
+
+    student: BEVDetector
+    step: int
+    history: list[dict[str, float]]
+    tensorrt_onnx: Path | None = None
+    cpu_onnx: Path | None = None
+
+
+def training_sampler(cfg: QatConfig, model_cfg: Any, start: int) -> Callable[[], list[dict[str, torch.Tensor]]]:
+    """Windows of training sequences (seeds < 10000, rendered once into the training cache) with
+    the training augmentation; the stream depends on ``start`` so a resumed run sees new windows."""
+    from bev_quant_ros.model.train import WindowSampler, load_sequences, load_train_config
+    from bev_quant_ros.perception.geometry import load_rig
+    from bev_quant_ros.perception.preprocess import camera_sampling_grid
+
+    train_cfg = dataclasses.replace(load_train_config(cfg.train_config), seeds=cfg.train_seeds,
+                                    batch_size=cfg.batch_size, window=cfg.window)
+    rig = load_rig()
+    sequences = load_sequences(train_cfg, model_cfg, rig)
+    sampler = WindowSampler(sequences, camera_sampling_grid(rig, model_cfg), train_cfg,
+                            np.random.default_rng([cfg.seed, start]))
+    return sampler.sample
+
+
+def run_qat(cfg: QatConfig, out_dir: Path, export: bool = True) -> QatResult:
+    """Calibrate, fine-tune (or resume from ``out_dir``), export both INT8 flavours (8 bits only)."""
+    from bev_quant_ros.model.onnx_weights import detector_from_onnx
+    from bev_quant_ros.quant.calib_data import record_set
+    from bev_quant_ros.quant.config import load_quant_config
+    from bev_quant_ros.quant.plan import read_plan
+
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    quant_config = load_quant_config(cfg.quant_config)
+    plan = read_plan(quant_config.plan) if cfg.honour_plan else None
+    teacher = detector_from_onnx(quant_config.model)
+    calibration = record_set(quant_config.model, quant_config.calibration)
+    ckpt = out_dir / CHECKPOINT_NAME
+    if ckpt.is_file():
+        student, optimizer, start = restore_checkpoint(ckpt, detector_from_onnx(quant_config.model),
+                                                       lambda m: make_optimizer(m, cfg.lr))
+        LOG.info("resumed from %s at step %d", ckpt, start)
+    else:
+        student = quantize_student(detector_from_onnx(quant_config.model), calibration, cfg.weight_bits,
+                                   cfg.activation_bits, plan)
+        optimizer, start = make_optimizer(student, cfg.lr), 0
+    sample = training_sampler(cfg, teacher.cfg, start) if start < cfg.steps else list
+    history, step = finetune(student, teacher, sample, cfg, out_dir, optimizer, start)
+    result = QatResult(student, step, history)
+    if export and cfg.weight_bits == cfg.activation_bits == 8:
+        inputs = full_inputs(calibration[0].feeds[1], teacher.cfg)
+        result.tensorrt_onnx = export_qdq(student, out_dir / "bev_tiny.qat.int8.onnx", inputs, quant_config.model)
+        if plan is not None:
+            result.cpu_onnx = export_cpu_flavour(student, quant_config, plan, out_dir / "bev_tiny.qat.int8_cpu.onnx",
+                                                 inputs, calibration, out_dir)
+    return result
