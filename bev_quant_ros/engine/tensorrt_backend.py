@@ -38,11 +38,11 @@ from typing import Any, Iterator, Mapping
 import numpy as np
 
 from bev_quant_ros.engine.base import (
-    FRAME_INPUTS,
     PREV_VALID_INPUT,
     Engine,
     EngineDescription,
     frame_array,
+    frame_input_names,
     read_only_view,
 )
 from bev_quant_ros.engine.build import BuildOptions, ensure_engine, import_tensorrt, read_cache_key
@@ -175,7 +175,8 @@ class TensorRTEngine(Engine):
         cuda = self._cuda
         self._host: dict[str, np.ndarray] = {}
         self._device: dict[str, Any] = {}
-        for spec in [*(self._inputs[n] for n in (*FRAME_INPUTS, PREV_VALID_INPUT)),
+        frame_names = frame_input_names(self._inputs.values())  # + dt / lidar_valid where the graph has them
+        for spec in [*(self._inputs[n] for n in (*frame_names, PREV_VALID_INPUT)),
                      *(self._outputs[n] for n in HEAD_OUTPUTS)]:
             self._host[spec.name] = cuda.pagelocked_zeros(spec.shape, spec.dtype)
             self._device[spec.name] = cuda.mem_alloc(spec.nbytes)
@@ -183,7 +184,7 @@ class TensorRTEngine(Engine):
         state = self._outputs[STATE_OUTPUT]
         self._states = (cuda.mem_alloc(state.nbytes), cuda.mem_alloc(state.nbytes))
         self._state_host = cuda.pagelocked_zeros(state.shape, state.dtype)
-        self._frame_specs = tuple(self._inputs[n] for n in FRAME_INPUTS)
+        self._frame_specs = tuple(self._inputs[n] for n in frame_names)
         views = {n: read_only_view(self._host[n]) for n in HEAD_OUTPUTS}
         if self._return_state:
             views[STATE_OUTPUT] = read_only_view(self._state_host)

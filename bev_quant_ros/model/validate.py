@@ -3,7 +3,9 @@
 Runs the network frame by frame over fresh synthetic sequences (seeds >= MIN_EVAL_SEED,
 never used in training), feeding its own ``bev_state`` forward like the engine, decodes
 and scores with the nuScenes metrics. Ablations: ``camera_only`` (lidar raster zeroed),
-``lidar_only`` (all cameras invalid), ``no_temporal`` (prev_valid = 0 every frame).
+``lidar_only`` (all cameras invalid), ``no_temporal`` (prev_valid = 0 every frame). A v3
+network also gets ``dt`` (the 30 Hz period, 0 without a valid state) and ``lidar_valid``
+(0 in ``camera_only``), as the pipeline feeds them.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.perception.preprocess import camera_sampling_grid, ego_motion_affine
 
 ABLATIONS = ("full", "camera_only", "lidar_only", "no_temporal")
+FRAME_PERIOD_S = 1 / 30  # the simulator's camera period
 
 
 def evaluate_checkpoint(net: BEVDetector, condition: str, num_sequences: int, frames_per_sequence: int,
@@ -45,12 +48,16 @@ def evaluate_checkpoint(net: BEVDetector, condition: str, num_sequences: int, fr
             images, raster = frame_inputs(frame, rig, cfg)
             motion = ego_motion_affine(prev_pose if prev_pose is not None else frame.ego_pose, frame.ego_pose, cfg)
             for ablation in ablations:
-                inputs = (torch.from_numpy(images)[None],
+                prev_valid = 0.0 if prev_pose is None or ablation == "no_temporal" else 1.0
+                inputs = [torch.from_numpy(images)[None],
                           torch.full((1, 6), 0.0 if ablation == "lidar_only" else 1.0),
                           cam_grid,
                           torch.from_numpy(raster * (0.0 if ablation == "camera_only" else 1.0))[None],
-                          state[ablation], torch.from_numpy(motion)[None],
-                          torch.tensor([[0.0 if prev_pose is None or ablation == "no_temporal" else 1.0]]))
+                          state[ablation], torch.from_numpy(motion)[None], torch.tensor([[prev_valid]])]
+                if cfg.optional_inputs:  # v3: in ModelConfig.input_shapes() order after the contract
+                    extra = {"dt": prev_valid * FRAME_PERIOD_S,
+                             "lidar_valid": 0.0 if ablation == "camera_only" else 1.0}
+                    inputs += [torch.tensor([[extra[name]]]) for name in cfg.optional_inputs]
                 with torch.no_grad():
                     heatmap, box_reg, state[ablation] = net(*inputs)
                 preds[ablation].append(decode(heatmap[0].numpy(), box_reg[0].numpy(), decode_cfg))

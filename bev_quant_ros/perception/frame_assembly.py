@@ -41,6 +41,7 @@ class SyncCounters:
     frames_complete: int = 0
     frames_partial: int = 0
     frames_without_lidar: int = 0
+    frames_lidar_only: int = 0  # a sweep emitted on its own while every camera was silent
     late_camera_messages: int = 0  # their frame was already emitted
     duplicate_camera_messages: int = 0  # same camera twice in one set (second one replaces)
     late_lidar_messages: int = 0  # older than the newest sweep already held
@@ -95,6 +96,8 @@ class FrameAssembler(Generic[ImageT, LidarT]):
         self._lidar: deque[tuple[int, LidarT]] = deque(maxlen=lidar_history)
         self._last_emitted_ns: int | None = None
         self._newest_camera_ns: int | None = None
+        self._last_camera_arrival_s: float | None = None
+        self._newest_lidar_arrival_s: float | None = None
         self.counters = SyncCounters(missing_camera_frames=[0] * num_cameras)
 
     def add_lidar(self, stamp_ns: int, sweep: LidarT) -> None:
@@ -105,6 +108,7 @@ class FrameAssembler(Generic[ImageT, LidarT]):
             self.counters.late_lidar_messages += 1
             return
         self._lidar.append((stamp_ns, sweep))
+        self._newest_lidar_arrival_s = self._monotonic()
 
     def add_camera(self, camera_index: int, stamp_ns: int,
                    image: ImageT) -> list[AssembledFrame[ImageT, LidarT]]:
@@ -122,6 +126,7 @@ class FrameAssembler(Generic[ImageT, LidarT]):
             return []
         self._newest_camera_ns = stamp_ns if self._newest_camera_ns is None \
             else max(self._newest_camera_ns, stamp_ns)
+        self._last_camera_arrival_s = self._monotonic()
         target = self._find_or_create_set(stamp_ns)
         if target.images[camera_index] is not None:
             self.counters.duplicate_camera_messages += 1
@@ -130,8 +135,26 @@ class FrameAssembler(Generic[ImageT, LidarT]):
         return self._collect_ready()
 
     def poll(self) -> list[AssembledFrame[ImageT, LidarT]]:
-        """Emit sets that timed out in arrival time; call periodically (e.g. a timer)."""
-        return self._collect_ready()
+        """Emit sets that timed out in arrival time, and a lidar-only frame for a new sweep while
+        every camera has been silent for ``camera_timeout_s``; call periodically (e.g. a timer)."""
+        return self._collect_ready() or self._lidar_only()
+
+    def _lidar_only(self) -> list[AssembledFrame[ImageT, LidarT]]:
+        """All cameras down, the lidar alive: the sweep is a frame of its own (stamped with the
+        sweep), so perception goes on lidar-only instead of stopping with the cameras."""
+        if self._pending or not self._lidar:
+            return []
+        now_s = self._monotonic()
+        stamp_ns, sweep = self._lidar[-1]
+        cameras_silent = (self._last_camera_arrival_s is None
+                          or now_s - self._last_camera_arrival_s >= self.camera_timeout_s)
+        sweep_waited = now_s - self._newest_lidar_arrival_s >= self.camera_timeout_s  # its cameras had their chance
+        is_new = self._last_emitted_ns is None or stamp_ns > self._last_emitted_ns + self.sync_slop_ns
+        if not (cameras_silent and sweep_waited and is_new):
+            return []
+        self.counters.frames_lidar_only += 1
+        self._last_emitted_ns = stamp_ns
+        return [AssembledFrame(stamp_ns, [None] * self.num_cameras, [None] * self.num_cameras, sweep, stamp_ns)]
 
     def _fits_pending(self, stamp_ns: int) -> bool:
         return any(abs(stamp_ns - s.stamp_ns) <= self.sync_slop_ns for s in self._pending)

@@ -367,7 +367,8 @@ class BevPerceptionNode(Node):
     def _publish_diagnostics(self) -> None:
         counters = self.assembler.counters
         self.stats.set_count("frames_dropped_latest_wins", self.slot.dropped + self.prepared_slot.dropped)
-        for name in ("frames_complete", "frames_partial", "frames_without_lidar", "late_camera_messages",
+        for name in ("frames_complete", "frames_partial", "frames_without_lidar", "frames_lidar_only",
+                     "late_camera_messages",
                      "duplicate_camera_messages", "late_lidar_messages", "time_jumps_back"):
             self.stats.set_count(f"sync.{name}", getattr(counters, name))
         header = {"backend": self.backend, "precision": self.precision,

@@ -340,3 +340,24 @@ def test_lidar_silent_for_3_s_runs_camera_only_with_one_transition_line_each_way
     assert back["last_frame.mode"] == "fused" and back["message"] == "running"
     spin_until(harness.node, lambda: harness.log.count("mode: camera_only -> fused", log_start) > 0, 2.0)
     assert harness.log.count("mode: ", log_start) == 2, harness.log.lines[log_start:]
+
+
+def test_all_cameras_silent_runs_lidar_only_on_each_new_sweep(harness):
+    # its own drive after the camera-only test's (which ends before 16 + 4 s of stamps)
+    own, offset = Drive(generate_frames(100_005, "day", 40)), harness.offset_ns + 22 * 10**9
+    assert all(s in harness.detections for s in harness.stream(own.take(3), offset))  # fused first
+    lidar_only, log_start = harness.counter("count.mode.lidar_only"), len(harness.log.lines)
+    sweeps = []
+    for _ in range(3):  # three sweeps with no camera at all: each becomes a frame of its own
+        frame = own.next_sweep()
+        harness.sensors.publish_frame(frame, offset, skip_cameras=range(6))
+        sweep = frame.lidar_stamp_ns + offset
+        assert spin_until(harness.node, lambda: sweep in harness.detections, OUTPUT_TIMEOUT_S), "no lidar-only output"
+        sweeps.append(sweep)
+    during = harness.diagnostics_after()
+    assert during["last_frame.mode"] == "lidar_only" and during["level"] == "1"
+    assert int(during["count.mode.lidar_only"]) == lidar_only + 3
+    assert int(during["count.sync.frames_lidar_only"]) >= 3
+    assert harness.log.count("mode: fused -> lidar_only", log_start) == 1
+    assert all(s in harness.detections for s in harness.stream(own.take(3), offset))  # the cameras are back
+    assert harness.diagnostics_after()["last_frame.mode"] == "fused"

@@ -191,3 +191,13 @@ def test_composed_ego_motion_equals_the_motion_between_the_end_frames():
     motions = np.stack([ego_motion_affine(poses[i - 1], poses[i], TINY) for i in range(1, 4)])
     np.testing.assert_allclose(compose_ego_motion(motions), ego_motion_affine(poses[0], poses[3], TINY), atol=1e-6)
     assert np.abs(compose_ego_motion(motions[::-1]) - ego_motion_affine(poses[0], poses[3], TINY)).max() > 1e-4
+
+
+def test_model_eval_feeds_v3_its_optional_inputs_and_scores_every_ablation():
+    from bev_quant_ros.model.validate import ABLATIONS, evaluate_checkpoint
+
+    torch.manual_seed(0)
+    results = evaluate_checkpoint(BEVDetector(TINY_V3), "day", num_sequences=1, frames_per_sequence=2)
+    assert set(results) == set(ABLATIONS) and all(r["frames"] == 2 for r in results.values())
+    # camera_only really switches the v3 network to its camera path: different detections, different NDS inputs
+    assert results["camera_only"]["per_class"] != results["full"]["per_class"]

@@ -135,3 +135,37 @@ def test_pending_sets_are_bounded():
         emitted += assembler.add_camera(0, 1000 * MS + k * FRAME_NS, k)
     assert [f.images[0] for f in emitted] == [0, 1, 2]
     assert np.all([f.camera_valid.sum() == 1 for f in emitted])
+
+
+def test_every_camera_silent_makes_each_new_sweep_a_lidar_only_frame():
+    clock = FakeClock()
+    assembler = make(clock)
+    assert feed_set(assembler, 1000 * MS) and assembler.poll() == []  # healthy: one full set
+    clock.now_s += 0.05
+    assembler.add_lidar(1090 * MS, "sweep@1090")
+    clock.now_s += 0.05  # cameras silent 0.1 s, but the sweep arrived only 0.05 s ago: its cameras may come
+    assert assembler.poll() == []
+    clock.now_s += 0.06
+    [frame] = assembler.poll()
+    assert (frame.stamp_ns, frame.lidar, frame.lidar_stamp_ns) == (1090 * MS, "sweep@1090", 1090 * MS)
+    assert frame.camera_valid.tolist() == [0] * 6 and assembler.counters.frames_lidar_only == 1
+    assert assembler.poll() == []  # that sweep once only
+    assembler.add_lidar(1190 * MS, "sweep@1190")
+    clock.now_s += 0.11
+    assert [f.stamp_ns for f in assembler.poll()] == [1190 * MS]
+    # the cameras come back: the next set is a normal frame, no lidar-only frame while they are alive
+    assert [f.camera_valid.sum() for f in feed_set(assembler, 1230 * MS)] == [6]
+    assembler.add_lidar(1290 * MS, "sweep@1290")
+    clock.now_s += 0.05
+    assert assembler.poll() == [] and assembler.counters.frames_lidar_only == 2
+
+
+def test_a_sweep_whose_cameras_come_in_time_is_not_a_lidar_only_frame():
+    clock = FakeClock()
+    assembler = make(clock)
+    assembler.add_lidar(1000 * MS, "sweep")  # start-up: the lidar first
+    clock.now_s += 0.03
+    [frame] = feed_set(assembler, 1000 * MS)
+    assert frame.lidar == "sweep" and frame.camera_valid.all()
+    clock.now_s += 1.0
+    assert assembler.poll() == [] and assembler.counters.frames_lidar_only == 0
