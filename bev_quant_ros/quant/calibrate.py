@@ -83,14 +83,14 @@ def truncated(sequences: list[RecordedSequence], frames: int) -> list[RecordedSe
                              s.gt_num_lidar_points[:frames]) for s in sequences]
 
 
-def run_sensitivity(config: QuantConfig, calibration: Calibration, proxy_set: list[RecordedSequence]
-                    ) -> tuple[str, dict[str, float], list[NodeSensitivity]]:
+def run_sensitivity(config: QuantConfig, calibration: Calibration, proxy_set: list[RecordedSequence],
+                    runner: Runner | None = None) -> tuple[str, dict[str, float], list[NodeSensitivity]]:
     """Resolve the method (`auto`: smallest all-INT8 output error) and measure per-node sensitivity."""
     errors = method_errors(config.model, calibration.thresholds, proxy_set, config.op_types, config.threads)
     method = min(errors, key=errors.get) if config.method == AUTO_METHOD else config.method
     LOG.info("all-INT8 output error per method %s: using %s", errors, method)
     sensitivity = measure_sensitivity(config.model, calibration.thresholds[method], proxy_set, config.op_types,
-                                      config.threads)
+                                      config.threads, runner)
     return method, errors, sensitivity
 
 
@@ -117,8 +117,8 @@ def run_calibration(config: QuantConfig, plan_path: Path | None = None, refine: 
         write_models(config, plan, calibration)
         return plan
     validation = record_set(config.model, config.validation)
-    method, errors, sensitivity = run_sensitivity(config, calibration, truncated(validation,
-                                                                                 config.sensitivity_frames))
+    method, errors, sensitivity = run_sensitivity(config, calibration,
+                                                  truncated(validation, config.sensitivity_frames), runner)
     thresholds = calibration.thresholds[method]
     (work / SENSITIVITY_FILE).write_text(json.dumps([s.to_dict() for s in sensitivity], indent=1))
     start = read_plan(plan_path).node_names() if refine else None

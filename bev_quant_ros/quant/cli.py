@@ -25,6 +25,14 @@ def _guarded(command: Command) -> Command:
     return run
 
 
+def _add_runner_arguments(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--workers", type=int, default=None,
+                        help=f"run {what} as tasks on this many local processes (results equal one process's; "
+                             "docs/fleet.md)")
+    parser.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
+                        help="the same tasks on Ray: the cluster at ADDRESS, or a local one without")
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     calibrate = subparsers.add_parser(
         "calibrate", help="calibrate, search the precision plan and write the INT8 Q/DQ model")
@@ -33,15 +41,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     calibrate.add_argument("--refine", action="store_true",
                            help="with --plan: try to return each of its float nodes to INT8 under this calibration "
                                 "(the search's prune pass) and write the result as the config's plan")
-    calibrate.add_argument("--workers", type=int, default=None,
-                           help="collect the statistics of each calibration sequence as a task on this many "
-                                "local processes (merged exactly; docs/fleet.md)")
-    calibrate.add_argument("--ray", nargs="?", const="", default=None, metavar="ADDRESS",
-                           help="the statistics tasks on Ray: the cluster at ADDRESS, or a local one without")
+    _add_runner_arguments(calibrate, "the statistics of each calibration sequence and the sensitivity trials")
     calibrate.set_defaults(func=_guarded(_calibrate))
     sensitivity = subparsers.add_parser("sensitivity", help="per-node sensitivity table (output error vs FP32)")
     sensitivity.add_argument("--config", required=True)
     sensitivity.add_argument("--json", help="also write the table here")
+    _add_runner_arguments(sensitivity, "the node trials (two model variants each)")
     sensitivity.set_defaults(func=_guarded(_sensitivity))
     report = subparsers.add_parser("quant-report", help="Markdown + PNG report of ranges, sensitivity, drift, NDS")
     report.add_argument("--config", required=True)
@@ -91,8 +96,13 @@ def _sensitivity(args: argparse.Namespace) -> int:
 
     _logging()
     config = load_quant_config(args.config)
+    from bev_quant_ros.fleet.runners import make_runner
+
     validation = truncated(record_set(config.model, config.validation), config.sensitivity_frames)
-    method, errors, rows = run_sensitivity(config, calibrate_ranges(config), validation)
+    parallel = args.workers not in (None, 1) or args.ray is not None
+    with make_runner(args.workers, args.ray) as runner:
+        method, errors, rows = run_sensitivity(config, calibrate_ranges(config), validation,
+                                               runner if parallel else None)
     print(f"all-INT8 output error per method: {errors}; sensitivity with {method}")
     print(f"{'node':70s} {'op':10s} {'only int8':>10s} {'all but':>10s} {'float gain':>10s}")
     for r in rows:

@@ -12,8 +12,10 @@ import logging
 import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
+from bev_quant_ros.errors import CalibrationError
+from bev_quant_ros.fleet.runners import Runner, run_tasks
 from bev_quant_ros.quant import assess
 from bev_quant_ros.quant.calib_data import RecordedSequence
 from bev_quant_ros.quant.qdq import DEFAULT_OP_TYPES, load_checked, write_qdq
@@ -21,6 +23,7 @@ from bev_quant_ros.quant.qdq import DEFAULT_OP_TYPES, load_checked, write_qdq
 LOG = logging.getLogger(__name__)
 # Activation/data-movement ops follow their producer's precision; they are not separate decisions.
 FOLLOWER_OPS = frozenset({"Relu", "Slice"})
+SENSITIVITY_CHUNK = 8  # variants per task: the sequences are shipped once per task
 
 
 @dataclass(frozen=True)
@@ -59,24 +62,47 @@ def candidate_nodes(model_path: str | Path, op_types: Sequence[str] = DEFAULT_OP
 
 def measure_sensitivity(model_path: str | Path, thresholds: Mapping[str, float],
                         sequences: Sequence[RecordedSequence], op_types: Sequence[str] = DEFAULT_OP_TYPES,
-                        threads: int = 1) -> list[NodeSensitivity]:
-    """Sensitivity of every candidate node, most damaging first."""
+                        threads: int = 1, runner: Runner | None = None) -> list[NodeSensitivity]:
+    """Sensitivity of every candidate node, most damaging first.
+
+    Each node's two variants are independent trials: with a ``runner`` the nodes go out in
+    chunks (the recorded sequences travel once per chunk, not once per node) and the errors
+    come back in node order, equal to the single-process ones (same models, same inputs).
+    """
     reference = assess.run_model(model_path, sequences, threads, keep_heads=True)
     nodes = candidate_nodes(model_path, op_types)
     all_names = [n.name for n in load_checked(model_path).graph.node]
-    with tempfile.TemporaryDirectory(prefix="bev_quant_sens.") as tmp:
-        def error(float_nodes: Sequence[str]) -> float:
-            path = write_qdq(model_path, Path(tmp) / "variant.onnx", thresholds, float_nodes, op_types)
-            return assess.head_error(reference, assess.run_model(path, sequences, threads, keep_heads=True))
-
-        all_int8 = error([])
-        result = []
-        for index, (name, op_type) in enumerate(nodes):
-            only = error([n for n in all_names if n != name])
-            all_but = error([name])
-            LOG.info("sensitivity %d/%d %s: only-int8 %.4f all-but %.4f", index + 1, len(nodes), name, only, all_but)
-            result.append(NodeSensitivity(name, op_type, only, all_but, all_int8))
+    all_int8 = _variant_errors(model_path, thresholds, sequences, op_types, threads, reference, [[]])[0]
+    variants = [v for name, _ in nodes for v in ([n for n in all_names if n != name], [name])]
+    if runner is None:
+        errors = _variant_errors(model_path, thresholds, sequences, op_types, threads, reference, variants)
+    else:
+        chunks = [variants[i:i + SENSITIVITY_CHUNK] for i in range(0, len(variants), SENSITIVITY_CHUNK)]
+        results = run_tasks(runner, _variant_errors, [f"variants {i * SENSITIVITY_CHUNK}+" for i in range(len(chunks))],
+                            [(str(model_path), dict(thresholds), list(sequences), list(op_types), 1, reference, chunk)
+                             for chunk in chunks], desc="sensitivity", fail_fast=True)
+        failed = [r for r in results if not r.ok]
+        if failed:
+            raise CalibrationError(f"sensitivity trials {failed[0].name} failed: {failed[0].error}")
+        errors = [e for r in results for e in r.value]
+    result = []
+    for index, (name, op_type) in enumerate(nodes):
+        only, all_but = errors[2 * index], errors[2 * index + 1]
+        LOG.info("sensitivity %d/%d %s: only-int8 %.4f all-but %.4f", index + 1, len(nodes), name, only, all_but)
+        result.append(NodeSensitivity(name, op_type, only, all_but, all_int8))
     return sorted(result, key=lambda s: s.damage, reverse=True)
+
+
+def _variant_errors(model_path: str | Path, thresholds: Mapping[str, float], sequences: Sequence[RecordedSequence],
+                    op_types: Sequence[str], threads: int, reference: Any,
+                    float_node_sets: Sequence[Sequence[str]]) -> list[float]:
+    """Head-output error vs ``reference`` of the Q/DQ variant keeping each set of nodes float (a task)."""
+    errors = []
+    with tempfile.TemporaryDirectory(prefix="bev_quant_sens.") as tmp:
+        for float_nodes in float_node_sets:
+            path = write_qdq(model_path, Path(tmp) / "variant.onnx", thresholds, float_nodes, op_types)
+            errors.append(assess.head_error(reference, assess.run_model(path, sequences, threads, keep_heads=True)))
+    return errors
 
 
 def method_errors(model_path: str | Path, thresholds: Mapping[str, Mapping[str, float]],
