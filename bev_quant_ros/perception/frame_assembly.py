@@ -97,6 +97,7 @@ class FrameAssembler(Generic[ImageT, LidarT]):
         self._last_emitted_ns: int | None = None
         self._newest_camera_ns: int | None = None
         self._last_camera_arrival_s: float | None = None
+        self._last_lidar_only_ns: int | None = None  # kept apart: a lidar-only frame never makes a camera set late
         self._newest_lidar_arrival_s: float | None = None
         self.counters = SyncCounters(missing_camera_frames=[0] * num_cameras)
 
@@ -149,11 +150,12 @@ class FrameAssembler(Generic[ImageT, LidarT]):
         cameras_silent = (self._last_camera_arrival_s is None
                           or now_s - self._last_camera_arrival_s >= self.camera_timeout_s)
         sweep_waited = now_s - self._newest_lidar_arrival_s >= self.camera_timeout_s  # its cameras had their chance
-        is_new = self._last_emitted_ns is None or stamp_ns > self._last_emitted_ns + self.sync_slop_ns
+        newest = max((s for s in (self._last_emitted_ns, self._last_lidar_only_ns) if s is not None), default=None)
+        is_new = newest is None or stamp_ns > newest + self.sync_slop_ns
         if not (cameras_silent and sweep_waited and is_new):
             return []
         self.counters.frames_lidar_only += 1
-        self._last_emitted_ns = stamp_ns
+        self._last_lidar_only_ns = stamp_ns
         return [AssembledFrame(stamp_ns, [None] * self.num_cameras, [None] * self.num_cameras, sweep, stamp_ns)]
 
     def _fits_pending(self, stamp_ns: int) -> bool:

@@ -90,7 +90,7 @@ def _stream_with_sweep(harness: Harness, frame, cloud: PointCloud2) -> list[int]
     sweep can come after a small camera set, which would then be fused with the previous sweep."""
     cloud.header.stamp = ns_to_stamp(frame.lidar_stamp_ns + harness.offset_ns)
     harness.sensors.lidar.publish(cloud)
-    spin_until(harness.node, lambda: False, 0.5)
+    spin_until(harness.node, lambda: False, 0.3)  # < camera_timeout_s: not yet a lidar-only frame
     return harness.stream([frame], publish_lidar=False)
 
 

@@ -169,3 +169,14 @@ def test_a_sweep_whose_cameras_come_in_time_is_not_a_lidar_only_frame():
     assert frame.lidar == "sweep" and frame.camera_valid.all()
     clock.now_s += 1.0
     assert assembler.poll() == [] and assembler.counters.frames_lidar_only == 0
+
+
+def test_a_lidar_only_frame_does_not_make_the_late_cameras_of_its_sweep_late():
+    clock = FakeClock()
+    assembler = make(clock)
+    assembler.add_lidar(1000 * MS, "sweep")
+    clock.now_s += 0.2  # the cameras are slower than camera_timeout_s: the sweep goes out alone
+    [alone] = assembler.poll()
+    assert alone.camera_valid.sum() == 0
+    [frame] = feed_set(assembler, 1000 * MS)  # then they come: still a frame, with the sweep
+    assert frame.camera_valid.all() and frame.lidar == "sweep" and assembler.counters.late_camera_messages == 0
