@@ -27,12 +27,7 @@ from bev_quant_ros.perception.geometry import Rig, load_rig
 from bev_quant_ros.perception.model_config import ModelConfig
 from bev_quant_ros.perception.temporal import PoseBuffer
 from bev_quant_ros.ros.detection_encoding import DETECTION3D_ARRAY, detection_array_to_boxes, make_typestore
-from bev_quant_ros.ros.message_decoding import (
-    camera_info_to_intrinsics,
-    odometry_to_pose,
-    stamp_to_ns,
-    transform_to_matrix,
-)
+from bev_quant_ros.ros.message_decoding import odometry_to_pose, poses_from_tf, stamp_to_ns
 from bev_quant_ros.ros.rig_from_tf import RigCalibration
 from bev_quant_ros.ros.sensor_frames import EgoPoses, SensorFrameBuilder
 
@@ -121,12 +116,13 @@ class BagDrive:
                     continue
                 msg = store.deserialize_cdr(raw, connection.msgtype)
                 if connection.topic == s.tf_static_topic:
-                    for t in msg.transforms:
-                        calibration.add_static_transform(t.header.frame_id, t.child_frame_id,
-                                                         transform_to_matrix(t.transform))
-                else:
-                    seen_info.add(connection.topic)
-                    self._apply_camera_info(calibration, info_index[connection.topic], connection.topic, msg)
+                    calibration.apply_tf_static(msg)
+                    continue
+                seen_info.add(connection.topic)
+                try:
+                    calibration.apply_camera_info(info_index[connection.topic], msg)
+                except InvalidMessageError as exc:
+                    self._report(connection.topic, exc)
             lidar = [c for c in reader.connections if c.topic == s.lidar_topic]
             for connection, _, raw in reader.messages(connections=lidar):  # the first sweep names the frame
                 calibration.update_lidar_frame(store.deserialize_cdr(raw, connection.msgtype).header.frame_id)
@@ -136,14 +132,6 @@ class BagDrive:
             print(f"{self.name}: calibration of {', '.join(from_file)} from the rig file "
                   f"{s.rig_path or '(shipped default)'}: the bag has no CameraInfo / tf_static for them", flush=True)
         return calibration.rig
-
-    def _apply_camera_info(self, calibration: RigCalibration, index: int, topic: str, msg: Any) -> None:
-        try:
-            K = camera_info_to_intrinsics(msg)
-        except InvalidMessageError as exc:
-            self._report(topic, exc)
-            return
-        calibration.update_intrinsics(index, K, msg.width, msg.height, msg.header.frame_id)
 
     def _report(self, topic: str, exc: InvalidMessageError) -> None:
         key = f"{topic}: {exc.cause}"
@@ -205,9 +193,8 @@ class BagDrive:
             except InvalidMessageError as exc:
                 self._report(topic, exc)
             return
-        for t in msg.transforms:
-            if t.header.frame_id == s.odom_frame_id and t.child_frame_id == s.output_frame_id:
-                poses.add(stamp_to_ns(t.header.stamp), transform_to_matrix(t.transform))
+        for stamp_ns, T in poses_from_tf(msg, s.odom_frame_id, s.output_frame_id):
+            poses.add(stamp_ns, T)
 
     def _ready(self, pending: list[tuple[float, AssembledFrame]], ground_truth: dict[int, Boxes3D],
                poses: PoseBuffer, builder: SensorFrameBuilder, bag_time_s: float) -> Iterator[DriveFrame]:

@@ -186,3 +186,10 @@ def transform_to_matrix(transform: Any) -> np.ndarray:
     """[4, 4] from a geometry_msgs/Transform (translation + rotation quaternion)."""
     t, q = transform.translation, transform.rotation
     return pose_matrix([t.x, t.y, t.z], [q.x, q.y, q.z, q.w])
+
+
+def poses_from_tf(msg: Any, parent: str, child: str) -> list[tuple[int, np.ndarray]]:
+    """(stamp ns, T_parent_child) of the ``parent`` -> ``child`` transforms in a TFMessage (the ego
+    pose when the node or a bag reader takes it from /tf)."""
+    return [(stamp_to_ns(t.header.stamp), transform_to_matrix(t.transform)) for t in msg.transforms
+            if t.header.frame_id == parent and t.child_frame_id == child]

@@ -53,12 +53,7 @@ from bev_quant_ros.perception.temporal import PoseBuffer, TemporalState
 from bev_quant_ros.resources import default_model_path
 from bev_quant_ros.ros.diagnostics import ModeTracker, pipeline_status, sensor_mode
 from bev_quant_ros.ros.frame_slot import LatestSlot
-from bev_quant_ros.ros.message_decoding import (
-    camera_info_to_intrinsics,
-    odometry_to_pose,
-    stamp_to_ns,
-    transform_to_matrix,
-)
+from bev_quant_ros.ros.message_decoding import odometry_to_pose, poses_from_tf, stamp_to_ns
 from bev_quant_ros.ros.message_encoding import boxes_to_detection_array, boxes_to_markers
 from bev_quant_ros.ros.parameters import NODE_PARAMS, ParamSpec, validate
 from bev_quant_ros.ros.rig_from_tf import RigCalibration
@@ -223,13 +218,13 @@ class BevPerceptionNode(Node):
 
     def _camera_info_callback(self, index: int) -> Callable[[CameraInfo], None]:
         def on_camera_info(msg: CameraInfo) -> None:
-            try:
-                K = camera_info_to_intrinsics(msg)
-            except InvalidMessageError as exc:
-                self._bad_input(self.info_topics[index], exc)
-                return
             with self._lock:
-                if self.calibration.update_intrinsics(index, K, msg.width, msg.height, msg.header.frame_id):
+                try:
+                    changed = self.calibration.apply_camera_info(index, msg)
+                except InvalidMessageError as exc:
+                    changed = False
+                    self._bad_input(self.info_topics[index], exc)
+                if changed:
                     self._pending_rig = self.calibration.rig
         return on_camera_info
 
@@ -254,17 +249,14 @@ class BevPerceptionNode(Node):
                 self.poses.add(stamp_ns, T)
 
     def _on_tf(self, msg: TFMessage) -> None:
-        for transform in msg.transforms:
-            if (transform.header.frame_id == self.config["odom_frame_id"]
-                    and transform.child_frame_id == self.config["output_frame_id"]):
-                with self._lock:
-                    self.poses.add(stamp_to_ns(transform.header.stamp), transform_to_matrix(transform.transform))
+        poses = poses_from_tf(msg, self.config["odom_frame_id"], self.config["output_frame_id"])
+        with self._lock:
+            for stamp_ns, T in poses:
+                self.poses.add(stamp_ns, T)
 
     def _on_tf_static(self, msg: TFMessage) -> None:
         with self._lock:
-            changed = [self.calibration.add_static_transform(
-                t.header.frame_id, t.child_frame_id, transform_to_matrix(t.transform)) for t in msg.transforms]
-            if any(changed):
+            if self.calibration.apply_tf_static(msg):
                 self._pending_rig = self.calibration.rig
 
     def _stamp_or_none(self, topic: str, msg: Any) -> int | None:

@@ -9,10 +9,12 @@ rarely. No ROS imports: the node passes plain matrices.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 
 from bev_quant_ros.perception.geometry import Rig
+from bev_quant_ros.ros.message_decoding import camera_info_to_intrinsics, transform_to_matrix
 
 INTRINSICS_TOLERANCE_PX = 1e-3
 EXTRINSICS_TOLERANCE = 1e-6
@@ -63,6 +65,17 @@ class RigCalibration:
         if changed:
             self._replace(camera_index, K=np.asarray(K, np.float64), width=int(width), height=int(height))
         return self._apply_extrinsics(camera_index) or changed
+
+    def apply_camera_info(self, camera_index: int, msg: Any) -> bool:
+        """Apply a sensor_msgs/CameraInfo; True when the rig changed. InvalidMessageError for a bad K."""
+        return self.update_intrinsics(camera_index, camera_info_to_intrinsics(msg), msg.width, msg.height,
+                                      msg.header.frame_id)
+
+    def apply_tf_static(self, msg: Any) -> bool:
+        """Apply every transform of a tf2_msgs/TFMessage from /tf_static; True when the rig changed."""
+        changed = [self.add_static_transform(t.header.frame_id, t.child_frame_id, transform_to_matrix(t.transform))
+                   for t in msg.transforms]
+        return any(changed)
 
     def update_lidar_frame(self, frame_id: str) -> bool:
         """The lidar's frame (a PointCloud2 header); True when its mount changed from static TF."""

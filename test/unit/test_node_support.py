@@ -9,6 +9,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
+from bev_quant_ros.errors import InvalidMessageError
 from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.perception.frame_assembly import AssembledFrame
 from bev_quant_ros.perception.geometry import load_rig, pose_matrix, yaw_to_quaternion
@@ -228,3 +229,36 @@ def test_rig_calibration_takes_the_lidar_mount_from_static_tf_and_says_where_eac
     assert calibration.sources[cam.name] == "CameraInfo"
     calibration.add_static_transform("base_link", "cam2_optical", cam.T_ego_cam)
     assert calibration.sources[cam.name] == "CameraInfo + tf_static"
+
+
+def _tf(parent: str, child: str, x: float, sec: int) -> SimpleNamespace:
+    return SimpleNamespace(header=SimpleNamespace(frame_id=parent, stamp=SimpleNamespace(sec=sec, nanosec=5)),
+                           child_frame_id=child,
+                           transform=SimpleNamespace(translation=SimpleNamespace(x=x, y=0.0, z=0.0),
+                                                     rotation=SimpleNamespace(x=0.0, y=0.0, z=0.0, w=1.0)))
+
+
+def test_poses_from_tf_keep_only_the_ego_transform():
+    from bev_quant_ros.ros.message_decoding import poses_from_tf
+
+    msg = SimpleNamespace(transforms=[_tf("odom", "base_link", 2.0, 3), _tf("base_link", "cam", 9.0, 3),
+                                      _tf("map", "odom", 7.0, 3)])
+    [(stamp, T)] = poses_from_tf(msg, "odom", "base_link")
+    assert stamp == 3_000_000_005 and T[0, 3] == 2.0
+
+
+def test_rig_calibration_applies_whole_messages():
+    rig = load_rig()
+    calibration = RigCalibration(rig)
+    cam = rig.cameras[1]
+    info = SimpleNamespace(k=(cam.K * [[1.1], [1.1], [1]]).reshape(-1).tolist(), width=cam.width, height=cam.height,
+                           header=SimpleNamespace(frame_id="cam1_optical"))
+    assert calibration.apply_camera_info(1, info)
+    assert calibration.rig.cameras[1].K[0, 0] == pytest.approx(1.1 * cam.K[0, 0])
+    with pytest.raises(InvalidMessageError) as bad:
+        calibration.apply_camera_info(1, SimpleNamespace(**{**vars(info), "k": [0.0] * 9}))
+    assert bad.value.cause == "invalid_intrinsics"
+    moved = _tf("base_link", "cam1_optical", 0.5, 1)
+    assert calibration.apply_tf_static(SimpleNamespace(transforms=[moved]))
+    assert calibration.rig.cameras[1].T_ego_cam[0, 3] == 0.5
+    assert not calibration.apply_tf_static(SimpleNamespace(transforms=[moved]))  # unchanged: no new rig
