@@ -1,7 +1,7 @@
 """Training sequences from recorded drives: bags (or directories of bags) with ground truth.
 
 A drive is read exactly as the node reads it (`Drive.frames`: the node's assembly and
-decode) and preprocessed by the pipeline's own ``BevPipeline.prepare`` on the drive's rig
+decode) and preprocessed by the pipeline's own ``FramePreprocessor`` on the drive's rig
 (``drive.rig``, so each drive has its camera sampling grid). Ego motion and the splits come
 from the node's reset rules (``TemporalState``): a training window never spans a reset.
 Targets encode every labelled box (a bag says nothing about visibility, unlike the
@@ -24,9 +24,8 @@ from bev_quant_ros.drives.bag import BagDrive
 from bev_quant_ros.drives.frames import Drive
 from bev_quant_ros.errors import ConfigError
 from bev_quant_ros.model.dataset import FRAME_FIELDS, Sequence, cache_key, frame_arrays
-from bev_quant_ros.perception.box_decoding import DecodeConfig
 from bev_quant_ros.perception.model_config import ModelConfig
-from bev_quant_ros.perception.pipeline import BevPipeline
+from bev_quant_ros.perception.pipeline import FramePreprocessor
 from bev_quant_ros.perception.preprocess import ego_motion_affine
 from bev_quant_ros.perception.temporal import TemporalState
 
@@ -41,21 +40,15 @@ def require_ground_truth(drive: Drive) -> None:
                           "training needs drives with ground truth (set --gt-topic)")
 
 
-def _preprocessor(drive: Drive, cfg: ModelConfig) -> BevPipeline:
-    """A pipeline used only for ``prepare`` (stateless, never calls the engine) and its reset rules."""
-    decode = DecodeConfig(x_range_m=cfg.x_range_m, y_range_m=cfg.y_range_m, class_names=cfg.classes)
-    return BevPipeline(None, cfg, drive.rig, decode, TemporalState())  # type: ignore[arg-type]
-
-
 def read_drive(drive: Drive, cfg: ModelConfig) -> list[Sequence]:
     """The drive's frames as model inputs and targets, one sequence per run between resets."""
     require_ground_truth(drive)
-    pipeline = _preprocessor(drive, cfg)
+    preprocessor, temporal = FramePreprocessor(cfg, drive.rig), TemporalState()  # the pipeline's own stages
     runs: list[dict[str, list[np.ndarray]]] = []
     grid = None
     for frame in drive.frames(cfg):
-        prepared = pipeline.prepare(frame.sensors)
-        decision = pipeline.temporal.step(prepared.stamp_ns, prepared.T_world_ego)
+        prepared = preprocessor.prepare(frame.sensors)
+        decision = temporal.step(prepared.stamp_ns, prepared.T_world_ego)
         if decision.reset_reason is None:
             motion = ego_motion_affine(decision.T_world_ego_prev, decision.T_world_ego, cfg)
         else:

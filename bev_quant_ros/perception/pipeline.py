@@ -93,6 +93,51 @@ class PipelineResult:
     ego_pose_used: bool = True  # False: no ego pose at the stamp (state reset, no motion compensation)
 
 
+class FramePreprocessor:
+    """A frame's stateless model inputs: resized images, motion-compensated lidar raster and the
+    camera grid cached per rig. The pipeline's first stage, and usable without an engine
+    (training reads drives through it)."""
+
+    def __init__(self, model_config: ModelConfig, rig: Rig) -> None:
+        self.model_config = model_config
+        self._lidar_empty = np.zeros((model_config.Cl, model_config.Hb, model_config.Wb), np.float32)
+        self.set_rig(rig)
+
+    def set_rig(self, rig: Rig) -> None:
+        """Use a new calibration; the camera sampling grid is cached until the next call."""
+        self.rig = rig
+        self._cam_grid = camera_sampling_grid(rig, self.model_config)
+
+    def prepare(self, frame: SensorFrame) -> PreparedFrame:
+        """Preprocess a frame (images, lidar raster); raises InvalidMessageError for unusable data."""
+        t0 = time.perf_counter()
+        inputs, lidar_used = self._inputs(frame)
+        return PreparedFrame(frame.stamp_ns, frame.T_world_ego, inputs, lidar_used,
+                             (time.perf_counter() - t0) * 1e3)
+
+    def _inputs(self, frame: SensorFrame) -> tuple[dict[str, np.ndarray], bool]:
+        images = prepare_images(frame.images, self.model_config)  # checks slots and sizes
+        lidar_used = frame.points is not None and frame.lidar_stamp_ns is not None
+        camera_valid = frame.camera_valid
+        if not lidar_used and not camera_valid.any():
+            raise InvalidMessageError("a frame needs at least one camera image or a lidar sweep, got neither",
+                                      cause="no_sensor_data")
+        if lidar_used:
+            # without odometry the sweep is used as if the ego stood still (no motion compensation)
+            have_poses = frame.T_world_ego is not None and frame.T_world_ego_lidar is not None
+            T_lidar = frame.T_world_ego_lidar if have_poses else np.eye(4)
+            T_camera = frame.T_world_ego if have_poses else np.eye(4)
+            raster = lidar_bev(frame.points, self.rig.T_ego_lidar, T_lidar, T_camera,
+                               (frame.stamp_ns - frame.lidar_stamp_ns) / NS_PER_S, self.model_config,
+                               ego_velocity_xy_yawrate=frame.ego_velocity_xy_yawrate)
+        else:
+            raster = self._lidar_empty
+        inputs = {"images": images, "camera_valid": camera_valid, "cam_grid": self._cam_grid, "lidar_bev": raster}
+        if LIDAR_VALID_INPUT in self.model_config.optional_inputs:
+            inputs[LIDAR_VALID_INPUT] = np.array([1.0 if lidar_used else 0.0], np.float32)
+        return inputs, lidar_used
+
+
 class BevPipeline:
     """Turns SensorFrames into detections with a recurrent engine (see module docstring)."""
 
@@ -102,9 +147,8 @@ class BevPipeline:
         self.model_config = model_config
         self.decode_config = decode_config
         self.temporal = temporal
-        self._lidar_empty = np.zeros((model_config.Cl, model_config.Hb, model_config.Wb), np.float32)
+        self.preprocessor = FramePreprocessor(model_config, rig)
         self._identity_motion = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
-        self.set_rig(rig)
 
     @classmethod
     def from_model(cls, model_path: str | Path, *, backend: str = "auto", precision: str | None = None,
@@ -135,16 +179,19 @@ class BevPipeline:
         cfg = self.model_config
         images = [np.zeros((camera.height, camera.width, 3), np.uint8) for camera in self.rig.cameras]
         points = np.array([[10.0, 0.0, 0.0, 10.0, -0.05]], np.float32)
-        self._inputs(SensorFrame(0, images, points, 0, np.eye(4), np.eye(4), np.zeros(3)))
+        self.prepare(SensorFrame(0, images, points, 0, np.eye(4), np.eye(4), np.zeros(3)))
         ego_motion_affine(np.eye(4), np.eye(4), cfg)
         self.engine.warmup()
         heatmap = np.random.default_rng(0).random((cfg.K, cfg.Ho, cfg.Wo)).astype(np.float32)
         decode(heatmap, np.zeros((cfg.R, cfg.Ho, cfg.Wo), np.float32), self.decode_config)
 
+    @property
+    def rig(self) -> Rig:
+        return self.preprocessor.rig
+
     def set_rig(self, rig: Rig) -> None:
         """Use a new calibration; the camera sampling grid is cached until the next call."""
-        self.rig = rig
-        self._cam_grid = camera_sampling_grid(rig, self.model_config)
+        self.preprocessor.set_rig(rig)
 
     def request_reset(self) -> None:
         """Drop the recurrent state before the next frame."""
@@ -155,11 +202,8 @@ class BevPipeline:
         return self.infer(self.prepare(frame))
 
     def prepare(self, frame: SensorFrame) -> PreparedFrame:
-        """Preprocess a frame (images, lidar raster); raises InvalidMessageError for unusable data."""
-        t0 = time.perf_counter()
-        inputs, lidar_used = self._inputs(frame)
-        return PreparedFrame(frame.stamp_ns, frame.T_world_ego, inputs, lidar_used,
-                             (time.perf_counter() - t0) * 1e3)
+        """Preprocess a frame (stateless: the node prepares frame N+1 while N is in the engine)."""
+        return self.preprocessor.prepare(frame)
 
     def infer(self, prepared: PreparedFrame) -> PipelineResult:
         """Apply the reset rules, run the engine on the recurrent state and decode; frames must
@@ -185,26 +229,3 @@ class BevPipeline:
                               decision.reset_reason,
                               StageTimings(preprocess_ms, (t3 - t2) * 1e3, (t4 - t3) * 1e3),
                               ego_pose_used=prepared.T_world_ego is not None)
-
-    def _inputs(self, frame: SensorFrame) -> tuple[dict[str, np.ndarray], bool]:
-        images = prepare_images(frame.images, self.model_config)  # checks slots and sizes
-        lidar_used = frame.points is not None and frame.lidar_stamp_ns is not None
-        camera_valid = frame.camera_valid
-        if not lidar_used and not camera_valid.any():
-            raise InvalidMessageError("a frame needs at least one camera image or a lidar sweep, got neither",
-                                      cause="no_sensor_data")
-        if lidar_used:
-            # without odometry the sweep is used as if the ego stood still (no motion compensation)
-            have_poses = frame.T_world_ego is not None and frame.T_world_ego_lidar is not None
-            T_lidar = frame.T_world_ego_lidar if have_poses else np.eye(4)
-            T_camera = frame.T_world_ego if have_poses else np.eye(4)
-            raster = lidar_bev(frame.points, self.rig.T_ego_lidar, T_lidar, T_camera,
-                               (frame.stamp_ns - frame.lidar_stamp_ns) / NS_PER_S, self.model_config,
-                               ego_velocity_xy_yawrate=frame.ego_velocity_xy_yawrate)
-        else:
-            raster = self._lidar_empty
-        inputs = {"images": images, "camera_valid": camera_valid, "cam_grid": self._cam_grid, "lidar_bev": raster}
-        if LIDAR_VALID_INPUT in self.model_config.optional_inputs:
-            inputs[LIDAR_VALID_INPUT] = np.array([1.0 if lidar_used else 0.0], np.float32)
-        return inputs, lidar_used
-
