@@ -29,10 +29,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.set_defaults(func=_export)
     evaluate = subparsers.add_parser(
         "model-eval", help="held-out metrics of a PyTorch checkpoint with camera/lidar/temporal ablations")
-    evaluate.add_argument("--checkpoint", required=True)
+    evaluate.add_argument("--checkpoint", required=True,
+                          help="last.pt written by `bev-quant train`, or an FP32 ONNX model "
+                               "(e.g. models/bev_tiny.onnx)")
     evaluate.add_argument("--conditions", nargs="+", default=["day", "night", "rain", "fog", "glare"])
     evaluate.add_argument("--sequences", type=int, default=6, help="sequences per condition (seeds >= 100000)")
     evaluate.add_argument("--frames", type=int, default=10, help="frames per sequence")
+    evaluate.add_argument("--rates", nargs="+", default=["30hz"],
+                          help="frame rates (30hz, 15hz, 12hz): 15hz feeds every other frame, 12hz renders "
+                               "12 Hz cameras; rates other than 30hz run the full and camera_only ablations "
+                               "(keys 'ABLATION@RATE')")
     evaluate.add_argument("--json", help="write all metrics here")
     evaluate.set_defaults(func=_model_eval)
 
@@ -78,14 +84,23 @@ def _model_eval(args: argparse.Namespace) -> int:
 
     import torch
 
+    from bev_quant_ros.model.onnx_weights import detector_from_onnx
     from bev_quant_ros.model.train import load_detector
-    from bev_quant_ros.model.validate import evaluate_checkpoint
+    from bev_quant_ros.model.validate import ABLATIONS, FRAME_RATES, evaluate_checkpoint
 
+    unknown = sorted(set(args.rates) - set(FRAME_RATES))
+    if unknown:
+        print(f"model-eval: unknown rate(s) {unknown}; expected {sorted(FRAME_RATES)}", file=sys.stderr)
+        return 2
     torch.set_num_threads(2)
-    net = load_detector(args.checkpoint)
+    net = detector_from_onnx(args.checkpoint) if args.checkpoint.endswith(".onnx") else load_detector(args.checkpoint)
     results = {}
     for condition in args.conditions:
-        results[condition] = evaluate_checkpoint(net, condition, args.sequences, args.frames)
+        results[condition] = {}
+        for rate in args.rates:
+            ablations = ABLATIONS if rate == "30hz" else ("full", "camera_only")
+            metrics = evaluate_checkpoint(net, condition, args.sequences, args.frames, ablations, frame_rate=rate)
+            results[condition].update({a if rate == "30hz" else f"{a}@{rate}": m for a, m in metrics.items()})
         for ablation, m in results[condition].items():
             print(f"{condition:6s} {ablation:12s} mAP {m['mAP']:.3f} NDS {m['NDS']:.3f} "
                   f"mATE {m['mATE']:.3f} mAVE {m['mAVE']:.3f}")

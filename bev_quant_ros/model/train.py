@@ -21,6 +21,7 @@ import logging
 import math
 import time
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +43,7 @@ from bev_quant_ros.model.dataset import (
 from bev_quant_ros.model.drive_data import load_or_read_drive, require_ground_truth, split_windows
 from bev_quant_ros.model.losses import AUX_LOSS_WEIGHT, detection_loss
 from bev_quant_ros.model.network import BEVDetector
+from bev_quant_ros.model.warm_start import warm_start
 from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.perception.model_config import ModelConfig, load_model_config, model_config_from_dict
 from bev_quant_ros.perception.preprocess import camera_sampling_grid
@@ -85,6 +87,8 @@ class TrainConfig:
     drives: tuple[DriveEntry, ...] = ()  # recorded drives with ground truth, besides the seeds
     frame_steps: tuple[int, ...] = (1,)  # frames between window frames, drawn per window (2 = 15 Hz)
     frame_period_s: float = 1 / 30  # camera period of the sequences: dt = step x period
+    init_from: str | None = None  # FP32 ONNX model to start from (model/warm_start.py); None: random init
+    init_windows: int = 8  # training windows whose statistics the warm start's BatchNorms take
 
     def __post_init__(self) -> None:
         if not 0 <= self.seeds[0] <= self.seeds[1] <= MAX_TRAIN_SEED:
@@ -112,7 +116,8 @@ def load_train_config(path: str | Path) -> TrainConfig:
     """Read the flat sections (data, optim, augment, run) of a training YAML."""
     try:
         doc = yaml.safe_load(Path(path).read_text())
-        flat: dict[str, Any] = {"model_config": doc["model_config"], "seed": doc["seed"]}
+        flat: dict[str, Any] = {"model_config": doc["model_config"], "seed": doc["seed"],
+                                "init_from": doc.get("init_from")}
         for section in ("data", "optim", "augment", "run"):
             flat.update(doc.get(section, {}))
         flat["seeds"] = tuple(flat["seeds"])
@@ -273,6 +278,10 @@ def train(train_cfg: TrainConfig, out_dir: Path, settings: ReaderSettings | None
         scheduler.load_state_dict(ckpt["scheduler"])
         start = int(ckpt["step"])
         LOG.info("resumed from %s at step %d", ckpt_path, start)
+    elif train_cfg.init_from:
+        init_sampler = WindowSampler(sequences, cam_grid, train_cfg, np.random.default_rng([train_cfg.seed, 0, 1]))
+        windows = [init_sampler.sample() for _ in range(train_cfg.init_windows)]
+        warm_start(net, train_cfg.init_from, [partial(run_window, net, w, False) for w in windows])
     # the sampler's stream depends on the step so a resumed run does not replay old windows
     sampler = WindowSampler(sequences, cam_grid, train_cfg, np.random.default_rng([train_cfg.seed, start]))
     net.train()

@@ -5,11 +5,14 @@ never used in training), feeding its own ``bev_state`` forward like the engine, 
 and scores with the nuScenes metrics. Ablations: ``camera_only`` (lidar raster zeroed),
 ``lidar_only`` (all cameras invalid), ``no_temporal`` (prev_valid = 0 every frame). A v3
 network also gets ``dt`` (the 30 Hz period, 0 without a valid state) and ``lidar_valid``
-(0 in ``camera_only``), as the pipeline feeds them.
+(0 in ``camera_only``), as the pipeline feeds them. ``frame_rate`` evaluates at other
+rates: 15 Hz feeds every other frame of the 30 Hz sequences (the node's latest-wins slots
+dropping frames), 12 Hz renders the sequences with 12 Hz cameras (a 12 Hz rig).
 """
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import torch
@@ -23,17 +26,20 @@ from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.perception.preprocess import camera_sampling_grid, ego_motion_affine
 
 ABLATIONS = ("full", "camera_only", "lidar_only", "no_temporal")
-FRAME_PERIOD_S = 1 / 30  # the simulator's camera period
+# evaluated frame rate -> (camera rate of the rendered sequence, frames between fed frames)
+FRAME_RATES: dict[str, tuple[float, int]] = {"30hz": (30.0, 1), "15hz": (30.0, 2), "12hz": (12.0, 1)}
 
 
 def evaluate_checkpoint(net: BEVDetector, condition: str, num_sequences: int, frames_per_sequence: int,
-                        ablations: tuple[str, ...] = ABLATIONS, first_seed: int = MIN_EVAL_SEED
-                        ) -> dict[str, dict[str, Any]]:
-    """Metrics JSON (``DetectionMetrics.to_json``) per ablation on one condition."""
+                        ablations: tuple[str, ...] = ABLATIONS, first_seed: int = MIN_EVAL_SEED,
+                        frame_rate: str = "30hz") -> dict[str, dict[str, Any]]:
+    """Metrics JSON (``DetectionMetrics.to_json``) per ablation on one condition, with
+    ``frames_per_sequence`` frames fed per sequence at ``frame_rate`` (a ``FRAME_RATES`` key)."""
     if first_seed < MIN_EVAL_SEED:
         raise ValueError(f"evaluation seeds must be >= {MIN_EVAL_SEED} (disjoint from training)")
     from bev_quant_ros.sim import generate_frames
 
+    camera_rate_hz, step = FRAME_RATES[frame_rate]
     cfg = net.cfg
     rig = load_rig()
     cam_grid = torch.from_numpy(camera_sampling_grid(rig, cfg)).unsqueeze(0)
@@ -44,7 +50,8 @@ def evaluate_checkpoint(net: BEVDetector, condition: str, num_sequences: int, fr
     for seed in range(first_seed, first_seed + num_sequences):
         state = {a: torch.zeros(1, cfg.C, cfg.Ho, cfg.Wo) for a in ablations}
         prev_pose = None
-        for frame in generate_frames(seed, condition, frames_per_sequence, rig=rig):
+        frames = generate_frames(seed, condition, frames_per_sequence * step, rig=rig, camera_rate_hz=camera_rate_hz)
+        for frame in itertools.islice(frames, 0, None, step):
             images, raster = frame_inputs(frame, rig, cfg)
             motion = ego_motion_affine(prev_pose if prev_pose is not None else frame.ego_pose, frame.ego_pose, cfg)
             for ablation in ablations:
@@ -55,7 +62,7 @@ def evaluate_checkpoint(net: BEVDetector, condition: str, num_sequences: int, fr
                           torch.from_numpy(raster * (0.0 if ablation == "camera_only" else 1.0))[None],
                           state[ablation], torch.from_numpy(motion)[None], torch.tensor([[prev_valid]])]
                 if cfg.optional_inputs:  # v3: in ModelConfig.input_shapes() order after the contract
-                    extra = {"dt": prev_valid * FRAME_PERIOD_S,
+                    extra = {"dt": prev_valid * step / camera_rate_hz,
                              "lidar_valid": 0.0 if ablation == "camera_only" else 1.0}
                     inputs += [torch.tensor([[extra[name]]]) for name in cfg.optional_inputs]
                 with torch.no_grad():

@@ -201,3 +201,20 @@ def test_model_eval_feeds_v3_its_optional_inputs_and_scores_every_ablation():
     assert set(results) == set(ABLATIONS) and all(r["frames"] == 2 for r in results.values())
     # camera_only really switches the v3 network to its camera path: different detections, different NDS inputs
     assert results["camera_only"]["per_class"] != results["full"]["per_class"]
+
+
+@pytest.mark.parametrize(("rate", "dt_s"), [("30hz", 1 / 30), ("15hz", 2 / 30), ("12hz", 1 / 12)])
+def test_model_eval_at_a_lower_frame_rate_feeds_the_longer_dt(rate, dt_s):
+    from bev_quant_ros.model.validate import evaluate_checkpoint
+
+    fed: list[float] = []
+
+    class Recording(BEVDetector):
+        def forward(self, *inputs):
+            fed.append(float(inputs[7]))
+            return super().forward(*inputs)
+
+    torch.manual_seed(0)
+    results = evaluate_checkpoint(Recording(TINY_V3), "day", 1, 3, ("full",), frame_rate=rate)
+    assert results["full"]["frames"] == 3
+    np.testing.assert_allclose(fed, [0.0, dt_s, dt_s], rtol=1e-6)
