@@ -124,7 +124,8 @@ class BagDrive:
                 except InvalidMessageError as exc:
                     self._report(connection.topic, exc)
             lidar = [c for c in reader.connections if c.topic == s.lidar_topic]
-            for connection, _, raw in reader.messages(connections=lidar):  # the first sweep names the frame
+            # the first sweep names the frame; no connections would mean every message to rosbags
+            for connection, _, raw in reader.messages(connections=lidar) if lidar else ():
                 calibration.update_lidar_frame(store.deserialize_cdr(raw, connection.msgtype).header.frame_id)
                 break
         from_file = sorted(name for name, source in calibration.sources.items() if source == "rig file")
