@@ -36,7 +36,7 @@ HEAD_OUTPUTS = ("heatmap", "box_reg")
 class ModelRun:
     """Per-frame detections and head outputs of one model over a list of sequences."""
 
-    conditions: list[str] = field(default_factory=list)
+    conditions: list[str] = field(default_factory=list)  # per frame its sequence's group (condition[/mode])
     detections: list[Boxes3D] = field(default_factory=list)
     heads: list[dict[str, np.ndarray]] = field(default_factory=list)
 
@@ -64,7 +64,7 @@ def run_model(model_path: str | Path, sequences: Sequence[RecordedSequence], thr
     run = ModelRun()
     for sequence in sequences:
         for outputs in frame_outputs(model_path, sequence, threads):
-            run.conditions.append(sequence.condition)
+            run.conditions.append(sequence.group)
             run.detections.append(decode(outputs["heatmap"], outputs["box_reg"], decode_config))
             if keep_heads:
                 run.heads.append({name: np.array(outputs[name]) for name in HEAD_OUTPUTS})
@@ -114,7 +114,8 @@ def reference_for(sequences: Sequence[RecordedSequence], fp32: ModelRun,
 
 def nds_by_condition(run: ModelRun, reference: Reference,
                      config: EvalConfig | None = None) -> dict[str, dict[str, float]]:
-    """{condition: {"NDS", "mAP", "frames"}} plus "all" over every frame, scored against ``reference``."""
+    """{group: {"NDS", "mAP", "frames"}} plus "all" over every frame, scored against ``reference``; a group
+    is a condition, or a condition and sensor mode ("night/camera_only", `calib_data.group_key`)."""
     groups: dict[str, list[int]] = defaultdict(list)
     for index, condition in enumerate(run.conditions):
         groups[condition].append(index)

@@ -6,10 +6,17 @@ reset rules) and, as `prev_bev`, the state the FP32 model itself produced on the
 previous frame. Recording the per-frame engine inputs once (through the pipeline
 with a recording engine) lets calibration, sensitivity, plan search and
 benchmarks run many model variants on identical inputs without re-simulating.
+
+Sensor modes (``modes`` of a set): ``fused`` windows are the drive as recorded; a
+``camera_only`` window is the same frames with every lidar sweep withheld before the
+pipeline, as a lidar fault delivers them, so the pipeline itself runs them camera-only
+(zero raster, ``lidar_valid`` 0 where the model declares it). Results are grouped per
+``group_key(condition, mode)``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +26,7 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 
-from bev_quant_ros.drives.frames import Drive
+from bev_quant_ros.drives.frames import Drive, DriveFrame
 from bev_quant_ros.drives.settings import ReaderSettings
 from bev_quant_ros.drives.spec import open_drives
 from bev_quant_ros.drives.synth import SynthDrive, SynthSpec
@@ -29,12 +36,36 @@ from bev_quant_ros.errors import CalibrationError, ConfigError
 from bev_quant_ros.perception.box_decoding import DecodeConfig
 from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.perception.model_config import ModelConfig, model_config_for_onnx
-from bev_quant_ros.perception.pipeline import BevPipeline
+from bev_quant_ros.perception.pipeline import BevPipeline, SensorFrame
 from bev_quant_ros.perception.temporal import TemporalState
 from bev_quant_ros.quant.histogram import DEFAULT_BINS, TensorStats
+from bev_quant_ros.ros.diagnostics import SensorMode
 from bev_quant_ros.sim import CONDITIONS
 
 PREV_VALID = "prev_valid"
+FUSED, CAMERA_ONLY = SensorMode.FUSED.value, SensorMode.CAMERA_ONLY.value
+MODES = (FUSED, CAMERA_ONLY)  # the sensor modes a calibration or validation set can record
+DEFAULT_MODES = (FUSED,)
+
+
+def group_key(condition: str, mode: str) -> str:
+    """The one label results are grouped under: the condition, with the mode appended when it is not
+    ``fused`` ("night/camera_only"), so fused-only sets group exactly as before modes existed."""
+    return condition if mode == FUSED else f"{condition}/{mode}"
+
+
+def check_modes(modes: Sequence[str]) -> None:
+    """ConfigError unless ``modes`` is a non-empty list of distinct known modes."""
+    unknown = [m for m in modes if m not in MODES]
+    if unknown:
+        raise ConfigError(f"unknown mode(s) {unknown}; expected some of {list(MODES)}")
+    if not modes or len(set(modes)) != len(modes):
+        raise ConfigError(f"modes must be a non-empty list without repeats, got {list(modes)}")
+
+
+def _describe_modes(modes: tuple[str, ...]) -> dict[str, Any]:
+    """The modes for ``describe()``; nothing for the default, so a fused-only plan file reads as before."""
+    return {} if modes == DEFAULT_MODES else {"modes": list(modes)}
 
 
 @dataclass
@@ -42,7 +73,8 @@ class RecordedSequence:
     """Engine inputs of consecutive frames of one drive, with their ground truth when it has some."""
 
     condition: str
-    name: str  # the drive and the window's first frame, e.g. "drive_a@12"
+    name: str  # the drive and the window's first frame, e.g. "drive_a@12" ("drive_a@12/camera_only")
+    mode: str = FUSED  # the sensor mode it was recorded in (MODES)
     feeds: list[dict[str, np.ndarray]] = field(default_factory=list)  # FRAME_INPUTS per frame
     resets: list[bool] = field(default_factory=list)  # True: state reset before this frame
     ground_truth: list[Boxes3D] = field(default_factory=list)  # empty: the drive has no ground truth
@@ -55,13 +87,19 @@ class RecordedSequence:
     def has_ground_truth(self) -> bool:
         return 0 < len(self.ground_truth) == len(self.feeds)
 
+    @property
+    def group(self) -> str:
+        """What its results are grouped under (per condition and mode)."""
+        return group_key(self.condition, self.mode)
+
 
 class SequenceSet(Protocol):
     """A balanced composition of windows: ``sequences_per_condition`` windows of
-    ``frames_per_sequence`` consecutive frames per condition label, cut from ``drives()``."""
+    ``frames_per_sequence`` consecutive frames per condition label and sensor mode, cut from ``drives()``."""
 
     sequences_per_condition: int
     frames_per_sequence: int
+    modes: tuple[str, ...]  # every window is recorded in each of these (MODES)
 
     @property
     def conditions(self) -> tuple[str, ...]:
@@ -82,8 +120,10 @@ class SequenceSetSpec:
     sequences_per_condition: int
     frames_per_sequence: int
     seed_base: int
+    modes: tuple[str, ...] = DEFAULT_MODES
 
     def __post_init__(self) -> None:
+        check_modes(self.modes)
         unknown = [c for c in self.conditions if c not in CONDITIONS]
         if unknown:
             raise ConfigError(f"unknown condition(s) {unknown}; expected some of {CONDITIONS}")
@@ -106,7 +146,7 @@ class SequenceSetSpec:
     def describe(self) -> dict[str, Any]:
         return {"conditions": list(self.conditions),
                 "frames_per_condition": self.sequences_per_condition * self.frames_per_sequence,
-                "seed_base": self.seed_base}
+                "seed_base": self.seed_base, **_describe_modes(self.modes)}
 
 
 @dataclass(frozen=True)
@@ -125,8 +165,10 @@ class DriveSetSpec:
     sequences_per_condition: int
     frames_per_sequence: int
     settings: ReaderSettings
+    modes: tuple[str, ...] = DEFAULT_MODES
 
     def __post_init__(self) -> None:
+        check_modes(self.modes)
         if not self.sources:
             raise ConfigError("drives: the list is empty")
         if self.sequences_per_condition < 1 or self.frames_per_sequence < 1:
@@ -144,10 +186,11 @@ class DriveSetSpec:
     def describe(self) -> dict[str, Any]:
         return {"conditions": list(self.conditions),
                 "frames_per_condition": self.sequences_per_condition * self.frames_per_sequence,
-                "drives": [f"{s.path} ({s.condition})" for s in self.sources]}
+                "drives": [f"{s.path} ({s.condition})" for s in self.sources], **_describe_modes(self.modes)}
 
     def __str__(self) -> str:
-        return (f"{self.sequences_per_condition} x {self.frames_per_sequence} frames per condition of "
+        modes = "" if self.modes == DEFAULT_MODES else f" and mode ({', '.join(self.modes)})"
+        return (f"{self.sequences_per_condition} x {self.frames_per_sequence} frames per condition{modes} of "
                 + ", ".join(f"{s.path} ({s.condition})" for s in self.sources))
 
 
@@ -182,14 +225,39 @@ class _RecordingEngine(Engine):
         return not self._reset_pending
 
 
+def _without_sweep(sensors: SensorFrame) -> SensorFrame:
+    """The frame as the node's reader builds it when no sweep was delivered (SensorFrameBuilder.build
+    with no lidar message): no points, no lidar stamp, no pose or velocity at a lidar stamp."""
+    return dataclasses.replace(sensors, points=None, lidar_stamp_ns=None, T_world_ego_lidar=None,
+                               ego_velocity_xy_yawrate=None)
+
+
+def mode_frames(drive: Drive, config: ModelConfig, mode: str = FUSED) -> Iterator[DriveFrame]:
+    """``drive``'s frames as the pipeline receives them in ``mode``.
+
+    ``camera_only``: every sweep withheld, as under a lidar fault, so the windows pair with the fused
+    ones (same images, stamps and poses; only the lidar differs). FrameAssembler keeps lidar-only
+    frames apart from camera sets, so the camera sets are those a bag without its lidar topic gives;
+    a lidar-only frame (no valid camera) does not exist without a lidar and is left out.
+    """
+    if mode == FUSED:
+        yield from drive.frames(config)
+        return
+    for frame in drive.frames(config):
+        if frame.sensors.camera_valid.any():
+            yield dataclasses.replace(frame, sensors=_without_sweep(frame.sensors))
+
+
 def record_drive(model_path: str | Path, drive: Drive, condition: str | None = None,
-                 frames_per_sequence: int | None = None, windows: int | None = None) -> list[RecordedSequence]:
-    """The engine inputs the real pipeline would feed `model_path` on `drive`'s frames.
+                 frames_per_sequence: int | None = None, windows: int | None = None,
+                 mode: str = FUSED) -> list[RecordedSequence]:
+    """The engine inputs the real pipeline would feed `model_path` on `drive`'s frames in sensor ``mode``.
 
     Cut into consecutive windows of ``frames_per_sequence`` frames (None: the whole drive as
     one), each starting from a reset, at most ``windows`` of them; a partial last window is
     dropped. ``condition`` labels the windows (default: the drive's own).
     """
+    check_modes([mode])
     config = model_config_for_onnx(model_path)
     engine = _RecordingEngine(config)
     decode_config = DecodeConfig(x_range_m=config.x_range_m, y_range_m=config.y_range_m,
@@ -197,11 +265,12 @@ def record_drive(model_path: str | Path, drive: Drive, condition: str | None = N
     pipeline = BevPipeline(engine, config, drive.rig, decode_config, TemporalState())
     label = condition or drive.condition
     window = frames_per_sequence or sys.maxsize  # None: the whole drive is one window
+    suffix = group_key("", mode)  # "" or "/camera_only": the window's name says its mode like its group
     sequences: list[RecordedSequence] = []
-    for index, frame in enumerate(drive.frames(config)):
+    for index, frame in enumerate(mode_frames(drive, config, mode)):
         if index % window == 0:
             pipeline.request_reset()
-            sequences.append(RecordedSequence(label, f"{drive.name}@{index}"))
+            sequences.append(RecordedSequence(label, f"{drive.name}@{index}{suffix}", mode))
             engine.sequence = sequences[-1]
         pipeline.process(frame.sensors)
         if frame.ground_truth is not None:
@@ -214,32 +283,35 @@ def record_drive(model_path: str | Path, drive: Drive, condition: str | None = N
     return sequences
 
 
-def record_sequence(model_path: str | Path, spec: SynthSpec) -> RecordedSequence:
+def record_sequence(model_path: str | Path, spec: SynthSpec, mode: str = FUSED) -> RecordedSequence:
     """One simulated drive recorded whole (held-out and drift sequences)."""
-    return record_drive(model_path, SynthDrive(spec))[0]
+    return record_drive(model_path, SynthDrive(spec), mode=mode)[0]
 
 
 def record_set(model_path: str | Path, spec: SequenceSet) -> list[RecordedSequence]:
-    """``spec.sequences_per_condition`` windows per condition, from its drives in order.
+    """``spec.sequences_per_condition`` windows per condition and mode, from its drives in order
+    (each drive recorded in every mode of ``spec.modes``: paired windows of the same frames).
 
     A drive shorter than one window, or a condition whose drives give fewer windows, is a
     ConfigError (the set would not be balanced); no frames at all is a CalibrationError.
     """
-    per_condition: dict[str, list[RecordedSequence]] = {c: [] for c in spec.conditions}
+    per_group: dict[str, list[RecordedSequence]] = {group_key(c, m): [] for c in spec.conditions for m in spec.modes}
     window = spec.frames_per_sequence
     for condition, drive in spec.drives():
-        wanted = spec.sequences_per_condition - len(per_condition[condition])
-        if wanted <= 0 or window == 0:
-            continue
-        windows = record_drive(model_path, drive, condition, window, wanted)
-        if not windows:
-            raise ConfigError(f"drive {drive.name} ({condition}) has fewer frames than one window of {window}")
-        per_condition[condition] += windows
-    short = {c: len(w) for c, w in per_condition.items() if window and len(w) < spec.sequences_per_condition}
+        for mode in spec.modes:
+            group = group_key(condition, mode)
+            wanted = spec.sequences_per_condition - len(per_group[group])
+            if wanted <= 0 or window == 0:
+                continue
+            windows = record_drive(model_path, drive, condition, window, wanted, mode)
+            if not windows:
+                raise ConfigError(f"drive {drive.name} ({group}) has fewer frames than one window of {window}")
+            per_group[group] += windows
+    short = {g: len(w) for g, w in per_group.items() if window and len(w) < spec.sequences_per_condition}
     if short:
         raise ConfigError(f"not balanced: condition(s) {short} give fewer than {spec.sequences_per_condition} "
                           f"windows of {window} frames (add drives or lower sequences_per_condition)")
-    sequences = [s for windows in per_condition.values() for s in windows]
+    sequences = [s for windows in per_group.values() for s in windows]
     if not sequences:
         raise CalibrationError(f"calibration set {spec} has no frames")
     return sequences
@@ -264,15 +336,15 @@ def state_feeds(session: ort.InferenceSession, sequence: RecordedSequence,
         yield full, values
 
 
-ConditionStats = dict[str, dict[str, TensorStats]]  # condition -> tensor -> stats
+ConditionStats = dict[str, dict[str, TensorStats]]  # group (condition[/mode], group_key) -> tensor -> stats
 
 
 def collect_activation_stats(model: onnx.ModelProto, sequences: Sequence[RecordedSequence],
                              tensor_names: Sequence[str], bins: int = DEFAULT_BINS) -> ConditionStats:
     """Stream every sequence through the FP32 model (own recurrent state) and histogram `tensor_names`.
 
-    Statistics are kept per condition so the report can show range shift between
-    conditions; `merge_conditions` gives the calibration set's combined view.
+    Statistics are kept per group (condition and mode) so the report can show range shift between
+    them; `merge_conditions` gives the calibration set's combined view.
     """
     if not sequences or not any(len(s) for s in sequences):
         raise CalibrationError("the calibration set is empty: no frames to calibrate on")
@@ -285,7 +357,7 @@ def collect_activation_stats(model: onnx.ModelProto, sequences: Sequence[Recorde
     session = ort.InferenceSession(augmented.SerializeToString(), providers=["CPUExecutionProvider"])
     result: ConditionStats = {}
     for sequence in sequences:
-        per_tensor = result.setdefault(sequence.condition, {n: TensorStats(bins) for n in tensor_names})
+        per_tensor = result.setdefault(sequence.group, {n: TensorStats(bins) for n in tensor_names})
         for _, values in state_feeds(session, sequence, tensor_names):
             for name in tensor_names:
                 per_tensor[name].update(values[name])

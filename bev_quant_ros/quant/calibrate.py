@@ -9,6 +9,7 @@ only the search's prune pass runs on the plan's float nodes.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import pickle
@@ -79,8 +80,9 @@ def calibrate_ranges(config: QuantConfig, sequences: list[RecordedSequence] | No
 
 def truncated(sequences: list[RecordedSequence], frames: int) -> list[RecordedSequence]:
     """The first `frames` frames of each sequence (a cheaper set for the sensitivity proxy)."""
-    return [RecordedSequence(s.condition, s.name, s.feeds[:frames], s.resets[:frames], s.ground_truth[:frames],
-                             s.gt_num_lidar_points[:frames]) for s in sequences]
+    return [dataclasses.replace(s, feeds=s.feeds[:frames], resets=s.resets[:frames],
+                                ground_truth=s.ground_truth[:frames],
+                                gt_num_lidar_points=s.gt_num_lidar_points[:frames]) for s in sequences]
 
 
 def run_sensitivity(config: QuantConfig, calibration: Calibration, proxy_set: list[RecordedSequence],

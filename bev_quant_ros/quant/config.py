@@ -2,7 +2,9 @@
 
 Calibration and validation sets come in two forms with one meaning (calib_data.py): simulated
 (``conditions`` + ``seed_base``) or a user's drives (``drives: [{path, condition}]`` read with
-the node's ``params`` file in ``namespace``). Unknown keys are errors, so a typo is not ignored.
+the node's ``params`` file in ``namespace``). Either form may list ``modes`` (default ``[fused]``):
+the sensor modes every window is recorded in (``camera_only``: the drive's lidar withheld).
+Unknown keys and modes are errors, so a typo is not ignored.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from bev_quant_ros.drives.settings import ReaderSettings
 from bev_quant_ros.drives.synth import SYNTH_PREFIX
 from bev_quant_ros.errors import ConfigError
 from bev_quant_ros.quant.assess import REFERENCE_SCORE_THRESHOLD
-from bev_quant_ros.quant.calib_data import DriveSetSpec, DriveSource, SequenceSet, SequenceSetSpec
+from bev_quant_ros.quant.calib_data import DEFAULT_MODES, DriveSetSpec, DriveSource, SequenceSet, SequenceSetSpec
 from bev_quant_ros.quant.qdq import DEFAULT_OP_TYPES
 from bev_quant_ros.quant.ranges import METHODS
 from bev_quant_ros.sim.ground_truth import GT_TOPIC
@@ -47,9 +49,9 @@ class QuantConfig:
 
 TOP_KEYS = frozenset({"model", "output", "cpu_output", "plan", "work_dir", "threads", "calibration", "validation",
                       "budget_nds", "search_budget_nds", "op_types", "reference_score_threshold"})
-SYNTH_KEYS = frozenset({"conditions", "sequences_per_condition", "frames_per_sequence", "seed_base"})
+SYNTH_KEYS = frozenset({"conditions", "sequences_per_condition", "frames_per_sequence", "seed_base", "modes"})
 DRIVE_KEYS = frozenset({"drives", "sequences_per_condition", "frames_per_sequence", "params", "namespace",
-                        "gt_topic"})
+                        "gt_topic", "modes"})
 SECTION_KEYS = {"calibration": frozenset({"method", "percentile", "bins"}),
                 "validation": frozenset({"sensitivity_frames"})}
 
@@ -76,10 +78,19 @@ def _drive_sources(entries: Any, base: Path, where: str) -> tuple[DriveSource, .
     return tuple(sources)
 
 
+def _modes(doc: dict, where: str) -> tuple[str, ...]:
+    """``modes:`` as a tuple (the values are checked by the set); a bare string is an error, not its letters."""
+    modes = doc.get("modes", list(DEFAULT_MODES))
+    if not isinstance(modes, list):
+        raise ConfigError(f"{where}.modes must be a list such as [fused, camera_only], got {modes!r}")
+    return tuple(str(m) for m in modes)
+
+
 def _spec(doc: Any, where: str, section: str, base: Path) -> SequenceSet:
     """The synthetic form (conditions + seed_base) or the drives form (bags with condition labels)."""
     drives = isinstance(doc, dict) and "drives" in doc
     _unknown(doc, (DRIVE_KEYS if drives else SYNTH_KEYS) | SECTION_KEYS[section], where)
+    modes = _modes(doc, where)
     try:
         if drives:
             params = doc.get("params")
@@ -87,9 +98,9 @@ def _spec(doc: Any, where: str, section: str, base: Path) -> SequenceSet:
                                                        str(doc.get("namespace", "/")),
                                                        str(doc.get("gt_topic", GT_TOPIC)))
             return DriveSetSpec(_drive_sources(doc["drives"], base, where), int(doc["sequences_per_condition"]),
-                                int(doc["frames_per_sequence"]), settings)
+                                int(doc["frames_per_sequence"]), settings, modes)
         return SequenceSetSpec(tuple(doc["conditions"]), int(doc["sequences_per_condition"]),
-                               int(doc["frames_per_sequence"]), int(doc["seed_base"]))
+                               int(doc["frames_per_sequence"]), int(doc["seed_base"]), modes)
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     except (KeyError, TypeError, ValueError) as exc:

@@ -1,7 +1,8 @@
 """Mixed-precision plan: the smallest float-node set keeping INT8 NDS within a budget of FP32.
 
-Search (greedy, measured): start all-INT8; while some condition's NDS drop exceeds
-the budget, keep the next most sensitive node (sensitivity order) float; then try
+Search (greedy, measured): start all-INT8; while some group's NDS drop exceeds
+the budget (a group: a validation condition, per sensor mode when the set records camera-only
+windows too, `calib_data.group_key`), keep the next most sensitive node (sensitivity order) float; then try
 to return each kept node to INT8 and keep it INT8 when the budget still holds.
 (Ranking by the NDS gain of each node alone float was tried: those gains are within
 the noise of the validation set, and the search it led reached a worse plan.)
@@ -110,9 +111,15 @@ def apply_plan(plan: PrecisionPlan, model_path: str | Path, thresholds: Mapping[
     return write_qdq(model_path, out_path, thresholds, plan.node_names(), plan.op_types, flavour, observed)
 
 
+def worst_group(fp32: Mapping[str, Mapping[str, float]], int8: Mapping[str, Mapping[str, float]]
+                ) -> tuple[str, float]:
+    """(group, NDS loss FP32 - INT8) of the group losing most, over the groups (not the pooled 'all')."""
+    return max(((g, fp32[g]["NDS"] - int8[g]["NDS"]) for g in fp32 if g != "all"), key=lambda item: item[1])
+
+
 def worst_drop(fp32: Mapping[str, Mapping[str, float]], int8: Mapping[str, Mapping[str, float]]) -> float:
-    """Largest per-condition NDS loss (FP32 - INT8), over conditions (not the pooled 'all')."""
-    return max(fp32[c]["NDS"] - int8[c]["NDS"] for c in fp32 if c != "all")
+    """Largest per-group NDS loss (FP32 - INT8), over the groups (not the pooled 'all')."""
+    return worst_group(fp32, int8)[1]
 
 
 @dataclass
@@ -120,6 +127,7 @@ class SearchStep:
     float_nodes: list[str]
     worst_drop: float
     nds: dict[str, dict[str, float]]
+    worst_group: str  # the group (condition[/mode]) that lost worst_drop
 
 
 def search_plan(model_path: str | Path, thresholds: Mapping[str, float], sensitivity: Sequence[NodeSensitivity],
@@ -146,8 +154,9 @@ def search_plan(model_path: str | Path, thresholds: Mapping[str, float], sensiti
             if key not in measured:
                 path = write_qdq(model_path, Path(tmp) / "candidate.onnx", thresholds, float_nodes, op_types)
                 nds = assess.nds_by_condition(assess.run_model(path, validation, threads), reference)
-                measured[key] = SearchStep(list(float_nodes), worst_drop(fp32, nds), nds)
-                LOG.info("plan: %d float node(s), worst NDS drop %.4f", len(float_nodes), measured[key].worst_drop)
+                group, drop = worst_group(fp32, nds)
+                measured[key] = SearchStep(list(float_nodes), drop, nds, group)
+                LOG.info("plan: %d float node(s), worst NDS drop %.4f (%s)", len(float_nodes), drop, group)
             return measured[key]
 
         chosen: list[str] = []

@@ -4,7 +4,9 @@ Reads what `bev-quant calibrate` left in the work dir (per-condition statistics,
 thresholds, sensitivity, plan search) and measures what only makes sense for the
 final model: per-condition NDS on held-out sets (seeds >= 100000; a config of drives: its
 validation drives) against ground truth or, without it, the FP32 detections (`assess.reference_for`),
-and recurrent drift over a long sequence, with the state path float vs int8.
+and recurrent drift over a long sequence, with the state path float vs int8. With validation
+``modes`` beyond ``fused`` every per-condition table has a row per condition and mode
+(`calib_data.group_key`), and the image-path ranges show each group against the clip points.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from bev_quant_ros.drives.synth import SynthSpec  # noqa: E402
 from bev_quant_ros.errors import ConfigError  # noqa: E402
 from bev_quant_ros.quant import assess  # noqa: E402
 from bev_quant_ros.quant.calib_data import (  # noqa: E402
+    FUSED,
     RecordedSequence,
     SequenceSetSpec,
     merge_conditions,
@@ -40,13 +43,21 @@ from bev_quant_ros.quant.calibrate import (  # noqa: E402
 )
 from bev_quant_ros.quant.config import QuantConfig  # noqa: E402
 from bev_quant_ros.quant.drift import DriftCurve, drift_curve, state_path_nodes  # noqa: E402
-from bev_quant_ros.quant.outliers import clip_points, condition_shift, range_table  # noqa: E402
+from bev_quant_ros.quant.outliers import (  # noqa: E402
+    clip_points,
+    condition_shift,
+    image_path_ranges,
+    image_path_tensors,
+    range_table,
+)
 from bev_quant_ros.quant.plan import read_plan, sha256  # noqa: E402
 from bev_quant_ros.quant.qdq import load_checked, write_qdq  # noqa: E402
 from bev_quant_ros.quant.sensitivity import NodeSensitivity, candidate_nodes  # noqa: E402
 
 HELD_OUT_SEED = 100_000
 DRIFT_SEED = 100_500
+MODE_NOTE = ("Rows `<condition>/camera_only`: the same drives with every lidar sweep withheld (a lidar fault, "
+             "the pipeline runs camera-only); `<condition>` alone: fused.", "")
 
 
 def _short(name: str) -> str:
@@ -115,19 +126,42 @@ def _load(work: Path) -> tuple[Any, dict, list[NodeSensitivity], dict]:
             load_sensitivity(work), json.loads((work / SEARCH_FILE).read_text()))
 
 
+def held_out_sequences(model: Path, conditions: Sequence[str], frames: int,
+                       modes: Sequence[str] = (FUSED,)) -> list[RecordedSequence]:
+    """One held-out simulated drive per condition (seeds >= 100000), recorded in each of ``modes``."""
+    return [record_sequence(model, SynthSpec(c, HELD_OUT_SEED + 1000 * i, frames), mode)
+            for i, c in enumerate(conditions) for mode in modes]
+
+
 def report_sets(config: QuantConfig, eval_frames: int, drift_frames: int
                 ) -> tuple[list[RecordedSequence], str, RecordedSequence]:
     """(sequences to score, what they are, the drift sequence). A simulated config: held-out seeds
-    (>= 100000) per validation condition, and a long day drive; a config of drives: its validation
-    windows (the plan search's own set, not held out, and the title says so) and its first drive."""
+    (>= 100000) per validation condition and mode, and a long fused day drive; a config of drives: its
+    validation windows (the plan search's own set, not held out, and the title says so) and its first drive."""
     if isinstance(config.validation, SequenceSetSpec):
-        held_out = [record_sequence(config.model, SynthSpec(c, HELD_OUT_SEED + 1000 * i, eval_frames))
-                    for i, c in enumerate(config.validation.conditions)]
+        held_out = held_out_sequences(config.model, config.validation.conditions, eval_frames,
+                                      config.validation.modes)
         drift = record_sequence(config.model, SynthSpec("day", DRIFT_SEED, drift_frames))
         return held_out, f"held-out sets (seeds ≥ {HELD_OUT_SEED})", drift
     condition, first = config.validation.drives()[0]
     [drift] = truncated(record_drive(config.model, first, condition), drift_frames)
     return record_set(config.model, config.validation), "the validation drives (not held out)", drift
+
+
+def image_path_lines(ranges: Mapping[str, Mapping[str, Mapping[str, float]]], label: str) -> list[str]:
+    """Markdown table of `outliers.image_path_ranges`: per tensor, each group's p99.99 |x| and its share
+    of the ``label`` calibration's clip point."""
+    if not ranges:
+        return []
+    groups = list(next(iter(ranges.values())))
+    lines = ["", f"### Image-path ranges per condition (p99.99 |x| and its share of the {label} clip point)", "",
+             "Few levels for a condition (a share far below 1) is how low-light activations collapse to zero "
+             "under ranges from brighter data.", "",
+             "| tensor | " + " | ".join(groups) + " |", "|---|" + "---|" * len(groups)]
+    for tensor, per_group in ranges.items():
+        lines.append(f"| `{_short(tensor)}` | " + " | ".join(
+            f"{row['p99_99']:.3g} ({row[f'p99_99_over_clip_{label}']:.2f})" for row in per_group.values()) + " |")
+    return lines
 
 
 def drift_curves(config: QuantConfig, thresholds: Mapping[str, float], float_nodes: Sequence[str],
@@ -180,6 +214,7 @@ def write_report(config: QuantConfig, out_dir: Path, drift_frames: int = 300, ev
              f"per condition. Regenerate: `bev-quant calibrate --config <config>` then "
              f"`bev-quant quant-report --config <config>`.", "",
              f"## Per-condition NDS on {held_out_title}, against {reference.label}", "",
+             *(MODE_NOTE if any("/" in group for group in nds["FP32"]) else ()),
              "| condition | " + " | ".join(nds) + " | "
              + " | ".join(f"Δ NDS points, {k.removeprefix('INT8 plan, ')}" for k in list(nds)[1:]) + " |",
              "|---|" + "---|" * (2 * len(nds) - 1)]
@@ -198,6 +233,9 @@ def write_report(config: QuantConfig, out_dir: Path, drift_frames: int = 300, ev
         lines.append(f"| `{_short(r.tensor)}` | {r.minimum:.3g} | {r.maximum:.3g} | {r.p99_9:.3g} | {r.p99_99:.3g} "
                      f"| {r.kurtosis:.3g} | {r.max_to_p9999:.2f} | {r.bulk_levels_minmax:.0f} | "
                      f"{'yes' if r.outlier_dominated else ''} | {shift[r.tensor]:.2f}× |")
+    image_path = image_path_ranges(stats, image_path_tensors(load_checked(config.model), [r.tensor for r in overall]),
+                                   {plan.method: thresholds[plan.method]})
+    lines += image_path_lines(image_path, plan.method)
     lines += ["", "![range histograms with clip points](range_histograms.png)", "",
               "## Sensitivity (output error vs FP32, calibration-held-out frames)", "",
               "![sensitivity](sensitivity.png)", "", "| node | op | only int8 | all but this | float gain |",
@@ -216,13 +254,15 @@ def write_report(config: QuantConfig, out_dir: Path, drift_frames: int = 300, ev
     lines += ["", "## Plan search log", "", "All-INT8, the greedy additions in sensitivity order (none when an "
               "existing plan was refined), then the prune trials (each set measured once); NDS against "
               f"{search.get('reference', 'ground truth')}.", "",
-              "| float nodes | worst per-condition NDS drop (points) | all-condition NDS |", "|---|---|---|"]
+              "| float nodes | worst per-condition NDS drop (points) | worst group | all-condition NDS |",
+              "|---|---|---|---|"]
     lines += [f"| {len(step['float_nodes'])}"
               + (f" (`{_short(step['float_nodes'][0])}`)" if len(step["float_nodes"]) == 1 else "")
-              + f" | {step['worst_drop'] * 100:.2f} | {step['nds']['all']['NDS']:.4f} |" for step in search["steps"]]
+              + f" | {step['worst_drop'] * 100:.2f} | {step.get('worst_group', '?')} "
+              f"| {step['nds']['all']['NDS']:.4f} |" for step in search["steps"]]
     path = out_dir / "README.md"
     path.write_text("\n".join(lines) + "\n")
     (out_dir / "report.json").write_text(json.dumps({
         "reference": reference.label, "nds": nds, "drift": {k: v.at(drift_frames) for k, v in curves.items()},
-        "ranges": [r.to_dict() for r in overall]}, indent=1))
+        "ranges": [r.to_dict() for r in overall], "image_path_ranges": image_path}, indent=1))
     return path

@@ -57,3 +57,36 @@ def test_shipped_model_per_precision_and_backend():
     assert default_model_path("int8", "onnxruntime") == ROOT / "models/bev_tiny.int8_cpu.onnx"
     with pytest.raises(ConfigError, match="precision 'fp16'"):
         default_model_path("fp16", "onnxruntime")
+
+
+def _with_modes(tmp_path, section: str, modes) -> Path:
+    doc = yaml.safe_load(SHIPPED.read_text())
+    doc[section]["modes"] = modes
+    path = tmp_path / "quant.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+def test_modes_default_to_fused_and_the_plan_file_describes_the_set_as_before():
+    config = load_quant_config(SHIPPED, root=ROOT)
+    assert config.calibration.modes == config.validation.modes == ("fused",)
+    assert "modes" not in config.validation.describe()  # the shipped plan's validation_set is unchanged
+
+
+def test_camera_only_mode_is_recorded_and_described(tmp_path):
+    config = load_quant_config(_with_modes(tmp_path, "validation", ["fused", "camera_only"]), root=ROOT)
+    assert config.validation.modes == ("fused", "camera_only") and config.calibration.modes == ("fused",)
+    assert config.validation.describe()["modes"] == ["fused", "camera_only"]
+
+
+@pytest.mark.parametrize("section, modes, message", [
+    ("calibration", ["fused", "lidar_only"], r"calibration: unknown mode\(s\) \['lidar_only'\]; expected some of "
+                                             r"\['fused', 'camera_only'\]"),
+    ("validation", ["camera"], r"validation: unknown mode\(s\) \['camera'\]"),
+    ("validation", "camera_only", r"validation.modes must be a list"),
+    ("calibration", [], "modes must be a non-empty list without repeats"),
+    ("calibration", ["fused", "fused"], "modes must be a non-empty list without repeats"),
+])
+def test_bad_modes_are_config_errors(tmp_path, section, modes, message):
+    with pytest.raises(ConfigError, match=message):
+        load_quant_config(_with_modes(tmp_path, section, modes), root=ROOT)

@@ -91,6 +91,7 @@ def test_drive_lists_give_balanced_windows_each_starting_from_a_reset(tmp_path, 
     (lambda d: d["validation"].update(conditions=["day"]), r"validation: unknown key\(s\) \['conditions'\]"),
     (lambda d: d.update(refrence_score_threshold=0.3), r"unknown key\(s\) \['refrence_score_threshold'\]"),
     (lambda d: d.update(reference_score_threshold=1.5), "reference_score_threshold must be in"),
+    (lambda d: d["validation"].update(modes=["fused", "lidar"]), r"validation: unknown mode\(s\) \['lidar'\]"),
 ])
 def test_bad_drive_lists_are_one_line_config_errors(tmp_path, tiny_model_path, vehicle, edit, message):
     doc = _config(tmp_path, tiny_model_path, vehicle)

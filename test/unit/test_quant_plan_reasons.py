@@ -5,7 +5,7 @@ from bev_quant_ros.quant.sensitivity import NodeSensitivity
 
 
 def _step(nodes: str, drop: float) -> SearchStep:
-    return SearchStep(list(nodes), drop, {})
+    return SearchStep(list(nodes), drop, {}, "day")
 
 
 def test_reasons_quote_the_exact_trial_or_say_it_had_more_nodes_float():
