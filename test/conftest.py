@@ -24,7 +24,7 @@ os.environ.setdefault("FASTDDS_BUILTIN_TRANSPORTS", "LARGE_DATA")
 TORCH_REASON = "torch (the optional 'train' extra) is not installed"
 # test modules that import torch or bev_quant_ros.model at module level
 TORCH_MODULES = frozenset({"test_model_export.py", "test_model_network.py", "test_model_train.py",
-                           "test_model_warm_start.py"})
+                           "test_model_warm_start.py", "test_model_prune.py"})
 
 
 @pytest.hookimpl(tryfirst=True)

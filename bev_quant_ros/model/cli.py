@@ -27,6 +27,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     export.add_argument("--checkpoint", required=True, help="last.pt written by `bev-quant train`")
     export.add_argument("--out", required=True, help="ONNX path; the model config YAML is written next to it")
     export.set_defaults(func=_export)
+    prune = subparsers.add_parser(
+        "prune", help="structured channel pruning of an FP32 model (image encoder + BEV trunk), before fine-tuning")
+    prune.add_argument("--model", required=True, help="FP32 ONNX model, e.g. models/bev_tiny.onnx")
+    prune.add_argument("--keep", type=float, default=0.5, help="fraction of channels kept (default 0.5)")
+    prune.add_argument("--out", required=True, help="ONNX path of the pruned network (model config YAML beside it); "
+                                                    "fine-tune it with a training config whose init_from names it")
+    prune.set_defaults(func=_prune)
     evaluate = subparsers.add_parser(
         "model-eval", help="held-out metrics of a PyTorch checkpoint with camera/lidar/temporal ablations")
     evaluate.add_argument("--checkpoint", required=True,
@@ -76,6 +83,24 @@ def _export(args: argparse.Namespace) -> int:
     if max(diffs.values()) > MAX_ABS_DIFF:
         print(f"FAILED: difference above {MAX_ABS_DIFF}")
         return 1
+    return 0
+
+
+def _prune(args: argparse.Namespace) -> int:
+    from bev_quant_ros.model.export import export_onnx
+    from bev_quant_ros.model.onnx_weights import detector_from_onnx
+    from bev_quant_ros.model.prune import prune_detector
+
+    try:
+        net = detector_from_onnx(args.model)
+        pruned = prune_detector(net, args.keep)
+    except (BevQuantError, ValueError) as exc:
+        print(f"prune: {exc}", file=sys.stderr)
+        return 2
+    path = export_onnx(pruned, args.out)
+    sizes = [sum(p.numel() for p in m.parameters()) for m in (net, pruned)]
+    print(f"C {net.cfg.C} -> {pruned.cfg.C}, image channels {net.cfg.network.image_channels} -> "
+          f"{pruned.cfg.network.image_channels}, parameters {sizes[0]} -> {sizes[1]}; wrote {path}")
     return 0
 
 
