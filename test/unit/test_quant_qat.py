@@ -1,6 +1,7 @@
 """QAT on the tiny network: ONNX weight loader, plan mapping, VGD terms, export checks, resume."""
 
 import dataclasses
+import importlib.util
 
 import numpy as np
 import pytest
@@ -114,6 +115,18 @@ def test_export_is_tensorrt_qdq_matching_the_fake_quant_model(tiny_network_path,
     # few activations across a rounding boundary by one int8 level; almost every element agrees exactly
     assert max(float(e.max()) for e in errors) < 2e-3
     assert max(float(np.median(e)) for e in errors) < 1e-5
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
+                    reason="tensorrt_rtx not installed (pip install tensorrt-rtx-cu13): no TensorRT builder here")
+def test_qat_export_parses_and_builds_with_tensorrt_rtx(tiny_network_path, calibration, tiny_model_config, tmp_path):
+    from bev_quant_ros.engine.build import BuildOptions, build_serialized_engine, import_tensorrt
+
+    student = student_of(tiny_network_path, calibration)
+    inputs = qat.full_inputs(calibration[0].feeds[2], tiny_model_config)
+    path = qat.export_qdq(student, tmp_path / "qat.onnx", inputs, tiny_network_path)
+    engine = build_serialized_engine(import_tensorrt("tensorrt_rtx"), path, BuildOptions(workspace_mib=64))
+    assert len(engine) > 10_000
 
 
 def test_resume_continues_the_step_count(tiny_network_path, calibration, sample, tmp_path):
