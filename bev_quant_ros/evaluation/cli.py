@@ -17,7 +17,7 @@ from typing import Any
 from bev_quant_ros.drives.settings import ReaderSettings
 from bev_quant_ros.drives.spec import open_drives
 from bev_quant_ros.errors import BevQuantError
-from bev_quant_ros.evaluation.drive_tasks import EvaluateJob, evaluate_drive, evaluate_fleet
+from bev_quant_ros.evaluation.drive_tasks import DEFAULT_OVERLAP, EvaluateJob, evaluate_drive, evaluate_fleet
 from bev_quant_ros.evaluation.offline import EvaluationRun
 from bev_quant_ros.fleet.runners import TaskResult, make_runner
 from bev_quant_ros.perception.pipeline import BevPipeline
@@ -56,6 +56,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "cluster without one (docs/fleet.md)")
     parser.add_argument("--fail-fast", action="store_true",
                         help="with --workers/--ray: stop at the first drive that fails (default: report it, go on)")
+    parser.add_argument("--chunk-frames", type=int, default=None, metavar="K",
+                        help="a drive longer than K frames becomes tasks of K scored frames each (with --workers/"
+                             "--ray they run in parallel); metrics close to, not equal to, one pass (docs/fleet.md)")
+    parser.add_argument("--chunk-overlap", type=int, default=DEFAULT_OVERLAP, metavar="W",
+                        help="with --chunk-frames: each chunk first runs the W frames before it, unscored, to build "
+                             f"the recurrent state (default {DEFAULT_OVERLAP})")
     parser.set_defaults(func=run)
 
 
@@ -76,17 +82,17 @@ def _line(name: str, summary: dict[str, Any]) -> str:
 
 
 def _evaluate_in_tasks(args: argparse.Namespace, settings: ReaderSettings) -> list[TaskResult]:
-    """--workers / --ray: one task per drive (bev_quant_ros/fleet), results in drive order."""
+    """--workers / --ray / --chunk-frames: one task per drive or chunk (bev_quant_ros/fleet), results in drive order."""
     job = EvaluateJob(str(Path(args.model).resolve()), args.backend, args.score_threshold, settings, args.condition)
     with make_runner(args.workers, args.ray) as runner:
-        return evaluate_fleet(job, args.data, runner, args.fail_fast)
+        return evaluate_fleet(job, args.data, runner, args.fail_fast, args.chunk_frames, args.chunk_overlap)
 
 
 def run(args: argparse.Namespace) -> int:
     failed: list[TaskResult] = []
     try:
         settings = ReaderSettings.from_params_file(args.params, args.namespace, args.gt_topic)
-        if args.workers not in (None, 1) or args.ray is not None:
+        if args.workers not in (None, 1) or args.ray is not None or args.chunk_frames is not None:
             results = _evaluate_in_tasks(args, settings)
             failed = [r for r in results if not r.ok]
             drives = [r.value for r in results if r.ok]  # DriveRun: name, condition, path, run
