@@ -214,7 +214,7 @@ def write_report(config: QuantConfig, out_dir: Path, drift_frames: int = 300, ev
              f"per condition. Regenerate: `bev-quant calibrate --config <config>` then "
              f"`bev-quant quant-report --config <config>`.", "",
              f"## Per-condition NDS on {held_out_title}, against {reference.label}", "",
-             *(MODE_NOTE if any("/" in group for group in nds["FP32"]) else ()),
+             *(MODE_NOTE if any(s.mode != FUSED for s in held_out) else ()),
              "| condition | " + " | ".join(nds) + " | "
              + " | ".join(f"Δ NDS points, {k.removeprefix('INT8 plan, ')}" for k in list(nds)[1:]) + " |",
              "|---|" + "---|" * (2 * len(nds) - 1)]
