@@ -29,7 +29,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_qat import CONDITIONS, VGD, score  # noqa: E402
+from benchmarks.bench_qat import CONDITIONS, score  # noqa: E402
 from benchmarks.bench_quant import latency  # noqa: E402
 from bev_quant_ros.drives.synth import SynthSpec  # noqa: E402
 from bev_quant_ros.model.onnx_weights import detector_from_onnx  # noqa: E402
@@ -46,7 +46,7 @@ SHIPPED_PLAN = ROOT / "models" / "bev_tiny.precision.yaml"  # applied to the pru
 
 def pruned_qat(qat_config: str, work: Path) -> tuple[Path, Path, float]:
     """QAT+VGD of the pruned model, both flavours exported; -> (TensorRT flavour, CPU flavour, last loss)."""
-    cfg = qat.load_qat_config(qat_config, quant_config=PRUNED_QUANT, train_config=PRUNED_TRAIN, weights=VGD)
+    cfg = qat.load_qat_config(qat_config, quant_config=PRUNED_QUANT, train_config=PRUNED_TRAIN)  # its VGD weights
     quant_config = load_quant_config(cfg.quant_config)
     plan = read_plan(SHIPPED_PLAN)
     calibration = record_set(quant_config.model, quant_config.calibration)
