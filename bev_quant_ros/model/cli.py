@@ -46,6 +46,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                           help="frame rates (30hz, 15hz, 12hz): 15hz feeds every other frame, 12hz renders "
                                "12 Hz cameras; rates other than 30hz run the full and camera_only ablations "
                                "(keys 'ABLATION@RATE')")
+    evaluate.add_argument("--threads", type=int, default=2,
+                          help="torch threads (1 on a shared CPU: two threads on a busy core ran several times slower)")
     evaluate.add_argument("--json", help="write all metrics here")
     evaluate.set_defaults(func=_model_eval)
 
@@ -117,7 +119,7 @@ def _model_eval(args: argparse.Namespace) -> int:
     if unknown:
         print(f"model-eval: unknown rate(s) {unknown}; expected {sorted(FRAME_RATES)}", file=sys.stderr)
         return 2
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     net = detector_from_onnx(args.checkpoint) if args.checkpoint.endswith(".onnx") else load_detector(args.checkpoint)
     results = {}
     for condition in args.conditions:
