@@ -2,8 +2,9 @@
 
 Rows on the same held-out drives (seeds >= 100000, one drive per condition) against ground truth:
 FP32; the shipped PTQ INT8 (CPU flavour); modelopt all-INT8 PTQ; QAT INT8 without distillation,
-image-view only, BEV only, both (VGD), exported to Q/DQ and run by ONNX Runtime; W8A8/W6A6/W4A8/W4A6
-PTQ vs QAT+VGD as fake quant in PyTorch (W4/W6 cannot be exported). Each QAT row fine-tunes the
+image-view only, BEV only, both (VGD: the QAT config's loss weights, distillation only), VGD plus the
+detection loss, and all-INT8 VGD (the plan ignored), exported to Q/DQ and run by ONNX Runtime;
+W8A8/W6A6/W4A8/W4A6 PTQ vs QAT+VGD as fake quant in PyTorch (W4/W6 cannot be exported). Each QAT row fine-tunes the
 same number of steps from the same calibration (config/qat_bev_tiny.yaml); rows are cached in
 ``--work`` so a rerun continues where it stopped. Latency: ONNX Runtime CPU at one thread.
 
@@ -36,15 +37,17 @@ from bev_quant_ros.quant.config import load_quant_config  # noqa: E402
 from bev_quant_ros.quant.plan import read_plan  # noqa: E402
 
 CONDITIONS = ("day", "night", "rain", "fog", "glare")
-# row -> (weight bits, activation bits, honour the plan, loss weights or None = PTQ only)
-VGD = qat.LossWeights(1.0, 1.0, 1.0)
+# row -> (weight bits, activation bits, honour the plan, loss weights, VGD or None = PTQ only)
+VGD = "config"  # the QAT config's loss weights (config/qat_bev_tiny.yaml: distillation only)
 ROWS = {
     "ptq_all_int8_modelopt": (8, 8, False, None),
     "ptq_w8a8_plan": (8, 8, True, None),
     "qat_int8_no_distill": (8, 8, True, qat.LossWeights(1.0, 0.0, 0.0)),
-    "qat_int8_img_only": (8, 8, True, qat.LossWeights(1.0, 1.0, 0.0)),
-    "qat_int8_bev_only": (8, 8, True, qat.LossWeights(1.0, 0.0, 1.0)),
+    "qat_int8_img_only": (8, 8, True, qat.LossWeights(0.0, 1.0, 0.0)),
+    "qat_int8_bev_only": (8, 8, True, qat.LossWeights(0.0, 0.0, 1.0)),
     "qat_int8_vgd": (8, 8, True, VGD),
+    "qat_int8_vgd_plus_detection": (8, 8, True, qat.LossWeights(1.0, 1.0, 1.0)),
+    "qat_all_int8_vgd": (8, 8, False, VGD),  # float only where modelopt has no quantizer (Softmax, Add, MatMul)
     "ptq_w6a6": (6, 6, True, None), "qat_vgd_w6a6": (6, 6, True, VGD),
     "ptq_w4a8": (4, 8, True, None), "qat_vgd_w4a8": (4, 8, True, VGD),
     "ptq_w4a6": (4, 6, True, None), "qat_vgd_w4a6": (4, 6, True, VGD),
@@ -110,6 +113,7 @@ def main() -> int:
         student = qat.quantize_student(detector_from_onnx(model), calibration, w_bits, a_bits,
                                        plan if honour else None)
         entry: dict = {"weight_bits": w_bits, "activation_bits": a_bits, "plan": honour}
+        weights = cfg.weights if weights == VGD else weights
         if weights is not None:
             sample = sample or qat.training_sampler(cfg, teacher.cfg, 0)
             row_cfg = dataclasses.replace(cfg, weights=weights)
