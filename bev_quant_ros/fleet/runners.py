@@ -3,17 +3,19 @@
 Every runner yields ``(index, TaskResult)`` as tasks complete; `run_tasks` puts them back
 in submission order, so whatever ran where, the caller merges in a fixed order and gets
 the numbers of a single process. A task's own error travels back as one line
-(`TaskResult.error`); a dead worker fails only the task it was running.
+(`TaskResult.error`); a dead worker fails only the task it was running, after
+`WORKER_RETRIES` more attempts on other workers.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import signal
 import sys
-from collections import deque
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
+from collections import Counter, deque
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
+from multiprocessing.context import BaseContext
 from typing import Any, Callable, Iterator, Sequence
 
 from tqdm import tqdm
@@ -21,6 +23,10 @@ from tqdm import tqdm
 from bev_quant_ros.errors import ConfigError
 
 NOT_RUN = "not run (--fail-fast: an earlier task failed)"
+# A task whose worker process dies runs once more on another worker: a worker also dies of causes
+# outside its task (a node preempted or drained, the OOM killer choosing it for another process's
+# memory); a task that kills its worker again is reported. A task's exception is never retried.
+WORKER_RETRIES = 1
 
 
 @dataclass
@@ -40,6 +46,11 @@ def one_line(exc: BaseException) -> str:
     """``Type: message`` on one line (a traceback is for the worker's log, not the report)."""
     text = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {text[0] if text else '(no message)'}"
+
+
+def worker_died(cause: str) -> str:
+    """The error of a task whose worker died on every attempt (``cause``: how the last one ended)."""
+    return f"worker process died ({1 + WORKER_RETRIES} attempts; last: {cause})"
 
 
 def call_task(fn: Callable[..., Any], name: str, args: tuple) -> TaskResult:
@@ -78,49 +89,99 @@ class InProcessRunner(Runner):
             yield index, call_task(fn, name, task_args)
 
 
+def _serve(conn: Connection) -> None:
+    """A lane's worker process: run each task it is sent and send back the result, until the pipe closes."""
+    while True:
+        try:
+            fn, name, args = conn.recv()
+        except EOFError:
+            return
+        conn.send(call_task(fn, name, args))
+
+
+class _Lane:
+    """One worker process fed one task at a time over a pipe; the worker's death reads as EOF."""
+
+    def __init__(self, context: BaseContext) -> None:
+        self.conn, child = context.Pipe()
+        self.process = context.Process(target=_serve, args=(child,), name="bev-quant-worker")
+        self.process.start()
+        child.close()  # the worker holds the only other end: it dies, the pipe ends
+        self.task: int | None = None  # index of the task it runs
+
+    def send(self, index: int, fn: Callable[..., Any], name: str, args: tuple) -> None:
+        self.task = index
+        try:
+            self.conn.send((fn, name, args))
+        except OSError:  # already dead (killed while idle): receive() reads EOF and reports it
+            pass
+
+    def receive(self) -> TaskResult | None:
+        """The task's result, or None if the worker died."""
+        try:
+            result = self.conn.recv()
+        except (EOFError, OSError):
+            return None
+        self.task = None
+        return result
+
+    def death(self) -> str:
+        """How the dead worker ended (after waiting for it)."""
+        self.process.join()
+        self.conn.close()
+        code = self.process.exitcode or 0
+        return f"killed by {signal.Signals(-code).name}" if code < 0 else f"exit code {code}"
+
+    def stop(self) -> None:
+        """End the worker; one still running a task is killed (a cancelled task must not run on)."""
+        if self.task is not None:
+            self.process.kill()
+        self.conn.close()  # an idle worker reads EOF and returns
+        self.process.join()
+
+
 class LocalPoolRunner(Runner):
     """``workers`` processes on this machine, one task each at a time.
 
-    Each worker is its own single-process pool (a "lane"), so a worker that dies
-    fails exactly its task; the lane is replaced and the remaining tasks go on.
+    Each worker is its own process on its own pipe (a "lane"), so a worker that dies takes
+    exactly its task down: the task runs again first, on a fresh lane (up to WORKER_RETRIES
+    times), and the other tasks go on. Closing the run kills the workers still running tasks.
     """
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
         self._context = multiprocessing.get_context("spawn")  # no inherited threads or ORT sessions
 
-    def _lane(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(max_workers=1, mp_context=self._context)
-
     def run(self, fn: Callable[..., Any], names: Sequence[str],
             args: Sequence[tuple]) -> Iterator[tuple[int, TaskResult]]:
-        todo = deque(enumerate(zip(names, args)))
-        lanes = [self._lane() for _ in range(min(self.workers, len(todo)))]
-        running: dict[Future, tuple[int, int]] = {}  # future -> (task index, lane index)
-
-        def feed(lane: int) -> None:
-            if todo:
-                index, (name, task_args) = todo.popleft()
-                running[lanes[lane].submit(call_task, fn, name, task_args)] = (index, lane)
-
+        todo = deque(range(len(names)))
+        idle: list[_Lane] = []
+        busy: dict[Connection, _Lane] = {}
+        deaths: Counter[int] = Counter()  # task index -> workers that died running it
         try:
-            for lane in range(len(lanes)):
-                feed(lane)
-            while running:
-                done, _ = wait(running, return_when=FIRST_COMPLETED)
-                for future in done:
-                    index, lane = running.pop(future)
-                    try:
-                        result = future.result()
-                    except BrokenProcessPool as exc:
-                        lanes[lane].shutdown(wait=False)
-                        lanes[lane] = self._lane()
-                        result = TaskResult(names[index], error=f"worker process died ({one_line(exc)})")
-                    feed(lane)
+            while todo or busy:
+                free = min(self.workers - len(busy), len(todo))
+                idle += [_Lane(self._context) for _ in range(free - len(idle))]  # all start before any is sent to
+                for _ in range(free):
+                    lane, index = idle.pop(), todo.popleft()
+                    lane.send(index, fn, names[index], args[index])
+                    busy[lane.conn] = lane
+                for conn in wait(list(busy)):
+                    lane = busy.pop(conn)
+                    index, result = lane.task, lane.receive()
+                    if result is not None:
+                        idle.append(lane)
+                    else:
+                        cause = lane.death()
+                        deaths[index] += 1
+                        if deaths[index] <= WORKER_RETRIES:  # again, first, on a fresh lane
+                            todo.appendleft(index)
+                            continue
+                        result = TaskResult(names[index], error=worker_died(cause))
                     yield index, result
         finally:
-            for lane_pool in lanes:
-                lane_pool.shutdown(wait=False, cancel_futures=True)
+            for lane in [*idle, *busy.values()]:
+                lane.stop()
 
 
 class RayRunner(Runner):
@@ -144,8 +205,7 @@ class RayRunner(Runner):
     def run(self, fn: Callable[..., Any], names: Sequence[str],
             args: Sequence[tuple]) -> Iterator[tuple[int, TaskResult]]:
         ray = self._ray
-        # max_retries=0: a worker that dies (corrupt input, out of memory) is reported, not run again
-        remote = ray.remote(num_cpus=1, max_retries=0)(call_task)
+        remote = ray.remote(num_cpus=1, max_retries=WORKER_RETRIES)(call_task)  # retried only if the worker dies
         pending = {remote.remote(fn, name, task_args): index
                    for index, (name, task_args) in enumerate(zip(names, args))}
         try:
@@ -154,7 +214,9 @@ class RayRunner(Runner):
                 index = pending.pop(done[0])
                 try:
                     result = ray.get(done[0])
-                except ray.exceptions.RayError as exc:  # the worker died or the task could not run
+                except ray.exceptions.WorkerCrashedError as exc:
+                    result = TaskResult(names[index], error=worker_died(one_line(exc)))
+                except ray.exceptions.RayError as exc:  # the task could not run (its node lost, ...)
                     result = TaskResult(names[index], error=one_line(exc))
                 yield index, result
         finally:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
+import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +21,27 @@ from bev_quant_ros.drives.spec import open_drives
 from bev_quant_ros.drives.synth import SynthDrive, SynthSpec
 from bev_quant_ros.evaluation.drive_tasks import (
     WHOLE_DRIVE,
+    DriveRun,
     EvaluateJob,
     FrameSpan,
     drive_tasks,
     evaluate_drive,
     evaluate_fleet,
+    evaluate_source,
+    merge_chunks,
+    task_name,
 )
 from bev_quant_ros.evaluation.offline import EvaluationRun
-from bev_quant_ros.fleet.runners import NOT_RUN, InProcessRunner, LocalPoolRunner, RayRunner, run_tasks
+from bev_quant_ros.fleet.runners import (
+    NOT_RUN,
+    WORKER_RETRIES,
+    InProcessRunner,
+    LocalPoolRunner,
+    RayRunner,
+    Runner,
+    TaskResult,
+    run_tasks,
+)
 from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.perception.pipeline import BevPipeline
 from bev_quant_ros.quant.calib_data import collect_activation_stats, record_drive
@@ -153,17 +169,95 @@ def test_fail_fast_stops_at_the_first_failure():
     assert [r.error for r in stopped] == [None, "ValueError: drive b is corrupt", NOT_RUN]
 
 
-def _die_on_b(name: str) -> str:
-    if name == "b":
-        os._exit(3)  # the worker process is killed mid-task
-    return name.upper()
+def _evaluate_or_die(job: EvaluateJob, source: str, span: FrameSpan) -> DriveRun:
+    """evaluate_source, but a drive named killed_* has its worker process SIGKILLed (fault injection):
+    killed_always on every attempt, killed_once on its first; each attempt's pid goes to the bag's attempts file."""
+    bag = Path(source)
+    if bag.name.startswith("killed_"):
+        attempts = bag / "attempts"
+        first = not attempts.exists()
+        with attempts.open("a") as out:
+            out.write(f"{os.getpid()}\n")
+        if first or bag.name == "killed_always":
+            os.kill(os.getpid(), signal.SIGKILL)
+    return evaluate_source(job, source, span)
 
 
-def test_a_killed_local_worker_fails_only_its_task():
-    names = ["a", "b", "c", "d"]
-    results = run_tasks(LocalPoolRunner(2), _die_on_b, names, [(n,) for n in names], "t")
-    assert [r.value for r in results] == ["A", None, "C", "D"]
-    assert results[1].error.startswith("worker process died")
+def _evaluate_with_kills(runner: Runner, job: EvaluateJob, data: Path,
+                         fail_fast: bool = False) -> dict[str, TaskResult]:
+    """evaluate_fleet's tasks, run by _evaluate_or_die."""
+    tasks = drive_tasks(job, data)
+    results = run_tasks(runner, _evaluate_or_die, [task_name(*t) for t in tasks], [(job, *t) for t in tasks],
+                        "drives", fail_fast)
+    return {r.name: r for r in merge_chunks(tasks, results)}
+
+
+@pytest.fixture()
+def drives_with_killers(drives_dir, tmp_path) -> Path:
+    """The three drives, killed_always (a copy of b_night) and killed_once (a copy of c_rain)."""
+    root = tmp_path / "drives"
+    shutil.copytree(drives_dir, root)
+    shutil.copytree(drives_dir / "b_night", root / "killed_always")
+    shutil.copytree(drives_dir / "c_rain", root / "killed_once")
+    return root
+
+
+def _attempts(bag: Path) -> list[str]:
+    return (bag / "attempts").read_text().split()
+
+
+@pytest.fixture()
+def fault_injection_on_ray():
+    """Ray workers cannot import this test module: its functions travel by value."""
+    module = sys.modules[__name__]
+    ray.cloudpickle.register_pickle_by_value(module)
+    yield
+    ray.cloudpickle.unregister_pickle_by_value(module)
+
+
+@pytest.mark.parametrize("where, last_death", [("workers", "killed by SIGKILL)"), ("ray", "WorkerCrashedError: ")],
+                         ids=["workers", "ray"])
+def test_a_killed_worker_is_retried_once_then_its_drive_is_named(where, last_death, ray_cluster, fault_injection_on_ray,
+                                                                  drives_with_killers, tiny_model_path, single):
+    with (LocalPoolRunner(2) if where == "workers" else RayRunner()) as runner:
+        results = _evaluate_with_kills(runner, _job(tiny_model_path), drives_with_killers)
+    assert list(results) == [*DRIVES, "killed_always", "killed_once"]
+    dead = results["killed_always"]
+    assert dead.error.startswith(f"worker process died ({1 + WORKER_RETRIES} attempts; last: {last_death}")
+    assert len(set(_attempts(drives_with_killers / "killed_always"))) == 1 + WORKER_RETRIES  # a fresh worker each
+    assert len(_attempts(drives_with_killers / "killed_once")) == 2  # killed, then run again and scored
+    for name in DRIVES:
+        _assert_same_metrics(results[name].value.run.summary("bag"), single["drives"][name])
+    _assert_same_metrics(results["killed_once"].value.run.summary("bag"), single["drives"]["c_rain"])
+
+
+def test_fail_fast_stops_at_a_killed_worker(drives_with_killers, tiny_model_path, single):
+    with LocalPoolRunner(1) as runner:  # one lane: drives in order, so what ran before the failure is known
+        results = _evaluate_with_kills(runner, _job(tiny_model_path), drives_with_killers, fail_fast=True)
+    assert results["killed_always"].error.startswith("worker process died")
+    assert results["killed_once"].error == NOT_RUN and not (drives_with_killers / "killed_once" / "attempts").exists()
+    for name in DRIVES:
+        _assert_same_metrics(results[name].value.run.summary("bag"), single["drives"][name])
+
+
+def _block_or_die(name: str, folder: str) -> None:
+    """'blocker' writes its pid and sleeps for an hour; 'dier' waits for that pid, then SIGKILLs its own worker."""
+    pid_file = Path(folder) / "blocker.pid"
+    if name == "blocker":
+        pid_file.write_text(str(os.getpid()))
+        time.sleep(3600)
+    while not pid_file.exists():
+        time.sleep(0.05)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_fail_fast_kills_the_local_tasks_still_running(tmp_path):
+    names = ["blocker", "dier"]
+    results = run_tasks(LocalPoolRunner(2), _block_or_die, names, [(n, str(tmp_path)) for n in names], "t",
+                        fail_fast=True)
+    assert results[0].error == NOT_RUN and results[1].error.startswith("worker process died")
+    with pytest.raises(ProcessLookupError):  # the blocker's worker was killed (and reaped), not left running
+        os.kill(int((tmp_path / "blocker.pid").read_text()), 0)
 
 
 def test_statistics_merged_from_tasks_equal_the_single_process(ray_cluster, tiny_model_path):
