@@ -18,7 +18,6 @@ thread, every model side by side in one run (bench_quant.latency), ratios to unp
 from __future__ import annotations
 
 import argparse
-import json
 import platform
 import sys
 import time
@@ -29,7 +28,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_qat import CONDITIONS, score  # noqa: E402
+from benchmarks.bench_qat import CONDITIONS, score, worst_drop_points, write_result  # noqa: E402
 from benchmarks.bench_quant import latency  # noqa: E402
 from bev_quant_ros.drives.synth import SynthSpec  # noqa: E402
 from bev_quant_ros.model.onnx_weights import detector_from_onnx  # noqa: E402
@@ -98,13 +97,11 @@ def main() -> int:
         "pruning": {"keep": 0.5, "train_config": PRUNED_TRAIN, "quant_config": PRUNED_QUANT,
                     "qat_config": args.qat_config, "qat_seconds": round(qat_seconds, 1), "qat_last_loss": qat_loss},
         "rows": rows,
-        "worst_nds_drop_points_vs_unpruned_fp32": {
-            name: round(100 * max(fp32[c]["NDS"] - r[c]["NDS"] for c in CONDITIONS), 2) for name, r in rows.items()},
+        "worst_nds_drop_points_vs_unpruned_fp32": {name: worst_drop_points(fp32, r) for name, r in rows.items()},
         "latency_1_thread": latency(cpu_models, feeds, threads=1, rounds=args.rounds),
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": 1},
     }
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("worst_nds_drop_points_vs_unpruned_fp32", "latency_1_thread")}, indent=1))
+    write_result(args.out, result, ("worst_nds_drop_points_vs_unpruned_fp32", "latency_1_thread"))
     return 0
 
 

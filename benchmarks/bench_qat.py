@@ -69,6 +69,17 @@ def score(run: assess.ModelRun, sequences: list) -> dict[str, dict[str, float]]:
     return result
 
 
+def worst_drop_points(fp32: dict, metrics: dict) -> float:
+    """Largest per-condition NDS loss of ``metrics`` vs ``fp32`` (``score`` results), in points."""
+    return round(100 * max(fp32[c]["NDS"] - metrics[c]["NDS"] for c in CONDITIONS), 2)
+
+
+def write_result(out: str, result: dict, summary_keys: tuple[str, ...]) -> None:
+    """The JSON to ``out``; the summary keys printed."""
+    Path(out).write_text(json.dumps(result, indent=1) + "\n")
+    print(json.dumps({k: result[k] for k in summary_keys}, indent=1))
+
+
 def torch_run(net: torch.nn.Module, sequences: list, model_path: Path) -> assess.ModelRun:
     """Detections of the (fake-quant) torch network, own state, resets as recorded."""
     decode_config = assess.decode_config_for(model_path)
@@ -153,13 +164,11 @@ def main() -> int:
         "qat": {"steps": cfg.steps, "batch_size": cfg.batch_size, "window": cfg.window, "lr": cfg.lr,
                 "train_seeds": list(cfg.train_seeds)},
         "rows": rows,
-        "worst_nds_drop_points": {name: round(100 * max(fp32[c]["NDS"] - r["metrics"][c]["NDS"] for c in CONDITIONS), 2)
-                                  for name, r in rows.items()},
+        "worst_nds_drop_points": {name: worst_drop_points(fp32, r["metrics"]) for name, r in rows.items()},
         "latency_1_thread": latency(models, feeds, threads=1, rounds=args.rounds),
         "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": 1},
     }
-    Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
-    print(json.dumps({k: result[k] for k in ("worst_nds_drop_points", "latency_1_thread")}, indent=1))
+    write_result(args.out, result, ("worst_nds_drop_points", "latency_1_thread"))
     return 0
 
 
