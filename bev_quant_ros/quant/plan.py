@@ -23,7 +23,8 @@ from typing import Any, Mapping, Sequence
 
 import yaml
 
-from bev_quant_ros.errors import PrecisionPlanError
+from bev_quant_ros.errors import CalibrationError, PrecisionPlanError
+from bev_quant_ros.fleet.runners import Runner, run_tasks
 from bev_quant_ros.quant import assess
 from bev_quant_ros.quant.calib_data import RecordedSequence
 from bev_quant_ros.quant.qdq import (
@@ -134,10 +135,14 @@ def search_plan(model_path: str | Path, thresholds: Mapping[str, float], sensiti
                 validation: Sequence[RecordedSequence], budget_nds: float = 0.005,
                 op_types: Sequence[str] = DEFAULT_OP_TYPES, threads: int = 1,
                 max_float_nodes: int = 16, start: Sequence[str] | None = None,
-                reference_score_threshold: float = assess.REFERENCE_SCORE_THRESHOLD
+                reference_score_threshold: float = assess.REFERENCE_SCORE_THRESHOLD, runner: Runner | None = None
                 ) -> tuple[list[str], list[SearchStep], dict[str, dict[str, float]], str]:
     """Greedy search, or with ``start`` the prune pass over those float nodes (module docstring);
     returns (float nodes, every set measured once, FP32 NDS, the reference's label).
+
+    The greedy steps depend on each other and run in order. With ``runner`` the prune pass's
+    trials run as parallel tasks first (``speculative_prune_trials``); the pass then takes each
+    from there while its set is the one measured, so the result equals one process's.
 
     NDS is scored against `assess.reference_for`: ground truth, or without it the FP32 model's
     detections >= ``reference_score_threshold`` (FP32 then scores 1, and the drop is INT8's departure)."""
@@ -148,34 +153,62 @@ def search_plan(model_path: str | Path, thresholds: Mapping[str, float], sensiti
     fp32 = assess.nds_by_condition(fp32_run, reference)
     LOG.info("plan search: NDS against %s", reference.label)
     measured: dict[frozenset[str], SearchStep] = {}
-    with tempfile.TemporaryDirectory(prefix="bev_quant_plan.") as tmp:
-        def measure(float_nodes: list[str]) -> SearchStep:
-            key = frozenset(float_nodes)
-            if key not in measured:
-                path = write_qdq(model_path, Path(tmp) / "candidate.onnx", thresholds, float_nodes, op_types)
-                nds = assess.nds_by_condition(assess.run_model(path, validation, threads), reference)
-                group, drop = worst_group(fp32, nds)
-                measured[key] = SearchStep(list(float_nodes), drop, nds, group)
-                LOG.info("plan: %d float node(s), worst NDS drop %.4f (%s)", len(float_nodes), drop, group)
-            return measured[key]
+    precomputed: dict[frozenset[str], dict[str, dict[str, float]]] = {}
+    task_args = (str(model_path), dict(thresholds), list(validation), reference, list(op_types), threads)
 
-        chosen: list[str] = []
-        current = measure(chosen)
-        if start is None:
-            for node in [s.node for s in sensitivity if s.damage > 0][:max_float_nodes]:
-                if current.worst_drop <= budget_nds:
-                    break
-                chosen.append(node)
-                current = measure(chosen)
-        else:  # most sensitive first, so the prune below tries the least sensitive first
-            rank = {s.node: index for index, s in enumerate(sensitivity)}
-            chosen = sorted(start, key=lambda node: rank.get(node, -1))
-            measure(chosen)
-        for node in list(reversed(chosen)):  # prune: least sensitive first
-            trial = [n for n in chosen if n != node]
-            if measure(trial).worst_drop <= budget_nds:
-                chosen = trial
+    def measure(float_nodes: list[str]) -> SearchStep:
+        key = frozenset(float_nodes)
+        if key not in measured:
+            nds = precomputed.pop(key, None) or variant_nds(*task_args, [float_nodes])[0]
+            group, drop = worst_group(fp32, nds)
+            measured[key] = SearchStep(list(float_nodes), drop, nds, group)
+            LOG.info("plan: %d float node(s), worst NDS drop %.4f (%s)", len(float_nodes), drop, group)
+        return measured[key]
+
+    chosen: list[str] = []
+    current = measure(chosen)
+    if start is None:
+        for node in [s.node for s in sensitivity if s.damage > 0][:max_float_nodes]:
+            if current.worst_drop <= budget_nds:
+                break
+            chosen.append(node)
+            current = measure(chosen)
+    else:  # most sensitive first, so the prune below tries the least sensitive first
+        rank = {s.node: index for index, s in enumerate(sensitivity)}
+        chosen = sorted(start, key=lambda node: rank.get(node, -1))
+        measure(chosen)
+    if runner is not None:
+        precomputed.update(speculative_prune_trials(runner, task_args, chosen))
+    for node in list(reversed(chosen)):  # prune: least sensitive first
+        trial = [n for n in chosen if n != node]
+        if measure(trial).worst_drop <= budget_nds:
+            chosen = trial
     return chosen, list(measured.values()), fp32, reference.label
+
+
+def variant_nds(model_path: str, thresholds: Mapping[str, float], validation: Sequence[RecordedSequence],
+                reference: Any, op_types: Sequence[str], threads: int,
+                float_node_sets: Sequence[Sequence[str]]) -> list[dict[str, dict[str, float]]]:
+    """NDS per group of the Q/DQ variant keeping each set of nodes float (a search trial; a task)."""
+    results = []
+    with tempfile.TemporaryDirectory(prefix="bev_quant_plan.") as tmp:
+        for float_nodes in float_node_sets:
+            path = write_qdq(model_path, Path(tmp) / "candidate.onnx", thresholds, float_nodes, op_types)
+            results.append(assess.nds_by_condition(assess.run_model(path, validation, threads), reference))
+    return results
+
+
+def speculative_prune_trials(runner: Runner, task_args: tuple, chosen: Sequence[str]
+                             ) -> dict[frozenset[str], dict[str, dict[str, float]]]:
+    """The prune pass's trials as long as no removal succeeds (the plan minus each node), as
+    parallel tasks. A trial after a successful removal has another set and is measured then."""
+    sets = [[n for n in chosen if n != node] for node in reversed(chosen)]
+    results = run_tasks(runner, variant_nds, [f"without {node}" for node in reversed(chosen)],
+                        [(*task_args, [s]) for s in sets], desc="prune trials", fail_fast=True)
+    failed = [r for r in results if not r.ok]
+    if failed:
+        raise CalibrationError(f"plan prune trial '{failed[0].name}' failed: {failed[0].error}")
+    return {frozenset(s): r.value[0] for s, r in zip(sets, results)}
 
 
 def _step_without(node: str, chosen: Sequence[str], steps: Sequence[SearchStep]) -> SearchStep | None:

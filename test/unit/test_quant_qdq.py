@@ -224,6 +224,26 @@ def test_plan_search_keeps_ranked_nodes_only_while_the_budget_is_missed(calibrat
     assert [s.float_nodes for s in steps] == [[], [softmax], [softmax, conv], [conv]]
 
 
+def test_prune_trials_as_parallel_tasks_give_the_one_process_search(calibrated, tiny_network_path):
+    from bev_quant_ros.fleet.runners import LocalPoolRunner
+
+    sequences, _, thresholds = calibrated
+    nodes = candidate_nodes(tiny_network_path)
+    ranked = [NodeSensitivity(name, op, 0.3 - 0.01 * i, 0.1, 0.2) for i, (name, op) in enumerate(nodes[:4])]
+    plan = [n for n, _ in nodes[:4]]
+    _, keep_all, _, _ = search_plan(tiny_network_path, thresholds, ranked, sequences, budget_nds=-1.0)
+    drops = sorted(s.worst_drop for s in keep_all)
+    # -1: every trial fails; the middle drop: some removals succeed and later trials change set
+    for budget in (-1.0, drops[len(drops) // 2]):
+        alone = search_plan(tiny_network_path, thresholds, ranked, sequences, budget_nds=budget, start=plan)
+        with LocalPoolRunner(2) as runner:
+            tasks = search_plan(tiny_network_path, thresholds, ranked, sequences, budget_nds=budget,
+                                start=plan, runner=runner)
+        assert tasks[0] == alone[0] and tasks[2:] == alone[2:]
+        assert [(s.float_nodes, s.nds) for s in tasks[1]] == [(s.float_nodes, s.nds) for s in alone[1]]
+    assert len(alone[0]) < 4  # the middle budget removed at least one node
+
+
 def test_refining_a_plan_runs_the_prune_pass_on_its_nodes_only(calibrated, tiny_network_path):
     sequences, _, thresholds = calibrated
     nodes = candidate_nodes(tiny_network_path)
