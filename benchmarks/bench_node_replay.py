@@ -22,7 +22,7 @@ from pathlib import Path
 
 from bev_quant_ros.evaluation.demo import ensure_bag
 from bev_quant_ros.evaluation.live import run_live
-from bev_quant_ros.resources import default_model_path
+from bev_quant_ros.resources import DEFAULT_MODEL_STEM, default_model_path
 
 CONFIGURATIONS = {  # name -> (precision, extra node parameters, replay rate)
     "int8_30hz": ("int8", [], 1.0),  # frame_queue_depth 1 (default): newest frame only
@@ -37,12 +37,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=150)
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "node_replay.json")
+    parser.add_argument("--model-stem", default=DEFAULT_MODEL_STEM, help="shipped model files models/STEM*.onnx "
+                                                                       "(bev_v3 for network v3)")
     args = parser.parse_args()
     bag = ensure_bag(args.frames)
     results = {}
     for name, (precision, extra, rate) in CONFIGURATIONS.items():
         try:
-            model = default_model_path(precision)
+            model = default_model_path(precision, stem=args.model_stem)
         except Exception as exc:  # a model not shipped yet is reported, not fatal
             results[name] = {"skipped": str(exc)}
             continue
@@ -54,7 +56,7 @@ def main() -> None:
             "stage_p50_ms", "node_added_cost_pct_of_engine")}), flush=True)
     report = {
         "benchmark": "bag replay (BagPlayer, rate 1) -> bev_perception_node process -> detections",
-        "bag": str(bag), "frames": args.frames, "bag_camera_hz": 30.0,
+        "bag": str(bag), "frames": args.frames, "model_stem": args.model_stem, "bag_camera_hz": 30.0,
         "goals": {"output_rate_hz": ">= 29", "frames_processed_pct": ">= 99",
                   "end_to_end_latency_p95_ms": "<= 66", "node_added_cost_pct_of_engine": "<= 25"},
         "latency_note": "end_to_end: wall time from the frame's scheduled send to its detections arriving "

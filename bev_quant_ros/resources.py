@@ -34,11 +34,12 @@ def package_file(subdir: str, name: str) -> Path:
 _INT8_SUFFIX = {"tensorrt": ".int8.onnx", "onnxruntime": ".int8_cpu.onnx"}
 
 
-def default_model_path(precision: str, backend: str = "onnxruntime") -> Path:
-    """The shipped model for ``precision`` on a concrete ``backend``: models/bev_tiny.onnx (fp32),
-    bev_tiny.int8.onnx (int8, TensorRT) or bev_tiny.int8_cpu.onnx (int8, ONNX Runtime)."""
+def default_model_path(precision: str, backend: str = "onnxruntime", stem: str = DEFAULT_MODEL_STEM) -> Path:
+    """The shipped model ``stem`` for ``precision`` on a concrete ``backend``: models/bev_tiny.onnx
+    (fp32), bev_tiny.int8.onnx (int8, TensorRT) or bev_tiny.int8_cpu.onnx (int8, ONNX Runtime);
+    ``stem`` bev_v3 for the v3 files."""
     if precision == "fp32":
-        return package_file("models", DEFAULT_MODEL_STEM + ".onnx")
+        return package_file("models", stem + ".onnx")
     if precision != "int8" or backend not in _INT8_SUFFIX:
         raise ConfigError(f"no shipped model for precision '{precision}' on backend '{backend}'")
-    return package_file("models", DEFAULT_MODEL_STEM + _INT8_SUFFIX[backend])
+    return package_file("models", stem + _INT8_SUFFIX[backend])
