@@ -38,7 +38,6 @@ from bev_quant_ros.quant.plan import read_plan  # noqa: E402
 
 CONDITIONS = ("day", "night", "rain", "fog", "glare")
 # row -> (weight bits, activation bits, honour the plan, loss weights, VGD or None = PTQ only)
-LONG_ROW_STEPS_FACTOR = 3  # rows named *_3x_steps fine-tune this many times the config's steps
 VGD = "config"  # the QAT config's loss weights (config/qat_bev_tiny.yaml: distillation only)
 ROWS = {
     "ptq_all_int8_modelopt": (8, 8, False, None),
@@ -49,11 +48,12 @@ ROWS = {
     "qat_int8_vgd": (8, 8, True, VGD),
     "qat_int8_vgd_plus_detection": (8, 8, True, qat.LossWeights(1.0, 1.0, 1.0)),
     "qat_all_int8_vgd": (8, 8, False, VGD),  # float only where modelopt has no quantizer (Softmax, Add, MatMul)
-    "qat_all_int8_vgd_3x_steps": (8, 8, False, VGD),  # the same with LONG_ROW_STEPS_FACTOR x the steps
+    "qat_all_int8_vgd_3x_steps": (8, 8, False, VGD),  # the same with 3x the steps (ROW_STEPS_FACTOR)
     "ptq_w6a6": (6, 6, True, None), "qat_vgd_w6a6": (6, 6, True, VGD),
     "ptq_w4a8": (4, 8, True, None), "qat_vgd_w4a8": (4, 8, True, VGD),
     "ptq_w4a6": (4, 6, True, None), "qat_vgd_w4a6": (4, 6, True, VGD),
 }
+ROW_STEPS_FACTOR = {"qat_all_int8_vgd_3x_steps": 3}  # rows fine-tuned this many times the config's steps
 
 
 def score(run: assess.ModelRun, sequences: list) -> dict[str, dict[str, float]]:
@@ -129,7 +129,7 @@ def main() -> int:
         weights = cfg.weights if weights == VGD else weights
         if weights is not None:
             sample = sample or qat.training_sampler(cfg, teacher.cfg, 0)
-            steps = cfg.steps * (LONG_ROW_STEPS_FACTOR if name.endswith("_3x_steps") else 1)
+            steps = cfg.steps * ROW_STEPS_FACTOR.get(name, 1)
             row_cfg = dataclasses.replace(cfg, weights=weights, steps=steps)
             history, _ = qat.finetune(student, teacher, sample, row_cfg)
             entry.update(steps=row_cfg.steps, loss_weights=dataclasses.asdict(weights),

@@ -108,7 +108,7 @@ def prune_detector(net: BEVDetector, keep: float) -> BEVDetector:
     state = state_channels(net, cfg.C)
     # image encoder: a chain without residuals, every conv ranked on its own
     prev: Index | None = None
-    for i, (src, dst) in enumerate(zip(net.image_encoder.stages, out.image_encoder.stages)):
+    for src, dst in zip(net.image_encoder.stages, out.image_encoder.stages):
         kept = top(channel_importance(*_conv_bn_of(src)), _conv_bn_of(dst)[0].out_channels)
         _copy(dst, src, kept, prev)
         prev = kept

@@ -26,6 +26,7 @@ from bev_quant_ros.model.onnx_weights import detector_from_onnx
 
 LOG = logging.getLogger("bev_quant_ros.train")
 
+
 def copy_weights(net: BEVDetector, donor: BEVDetector) -> dict[str, list[str]]:
     """Copy ``donor``'s tensors into ``net``; returns the keys copied whole, in part, and left fresh."""
     target, source = net.state_dict(), donor.state_dict()

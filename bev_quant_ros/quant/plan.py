@@ -159,7 +159,7 @@ def search_plan(model_path: str | Path, thresholds: Mapping[str, float], sensiti
     def measure(float_nodes: list[str]) -> SearchStep:
         key = frozenset(float_nodes)
         if key not in measured:
-            nds = precomputed.pop(key, None) or variant_nds(*task_args, [float_nodes])[0]
+            nds = precomputed.pop(key) if key in precomputed else variant_nds(*task_args, [float_nodes])[0]
             group, drop = worst_group(fp32, nds)
             measured[key] = SearchStep(list(float_nodes), drop, nds, group)
             LOG.info("plan: %d float node(s), worst NDS drop %.4f (%s)", len(float_nodes), drop, group)
