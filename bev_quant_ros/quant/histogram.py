@@ -4,7 +4,9 @@ Symmetric int8 quantization error depends only on |x|, so one histogram of |x|
 serves every calibration method (max, KL, percentile, MSE). Its range is a power
 of two that doubles when a larger value arrives; doubling merges bin pairs, which
 is exact, so frames stream through without keeping activations in memory and
-per-condition histograms merge exactly.
+per-condition histograms merge exactly. A value equal to the range's top (the power of
+two itself) is counted apart: after a doubling it belongs to the bin starting at the old
+top, not to the pair merged from the old last bin, so streaming and merging agree.
 """
 
 from __future__ import annotations
@@ -22,6 +24,14 @@ def _power_of_two_at_least(value: float) -> float:
     return 2.0 ** math.ceil(math.log2(max(value, _MIN_TOP)))
 
 
+def _doubled(below_top: np.ndarray, at_top: int) -> tuple[np.ndarray, int]:
+    """The bins of a range twice as wide: pairs merge; values at the old top start the upper half."""
+    half = below_top.reshape(-1, 2).sum(axis=1)
+    upper = np.zeros(below_top.size - half.size, np.int64)
+    upper[0] = at_top
+    return np.concatenate([half, upper]), 0
+
+
 @dataclass
 class TensorStats:
     """Everything calibration and the outlier report need to know about one tensor's values."""
@@ -31,8 +41,9 @@ class TensorStats:
     minimum: float = math.inf
     maximum: float = -math.inf
     power_sums: np.ndarray = field(default_factory=lambda: np.zeros(4))  # sum x, x^2, x^3, x^4
-    top: float = 0.0  # histogram covers |x| in [0, top)
-    hist: np.ndarray | None = None
+    top: float = 0.0  # the bins cover |x| in [0, top); |x| == top is counted in at_top
+    below_top: np.ndarray | None = None
+    at_top: int = 0
 
     def update(self, values: np.ndarray) -> None:
         """Add a batch of values (any shape)."""
@@ -41,8 +52,9 @@ class TensorStats:
             return
         low, high = float(flat.min()), float(flat.max())
         self._grow(max(-low, high))
-        index = np.minimum((np.abs(flat) * np.float32(self.bins / self.top)).astype(np.int32), self.bins - 1)
-        self.hist += np.bincount(index, minlength=self.bins)
+        index = (np.abs(flat) * np.float32(self.bins / self.top)).astype(np.int32)  # a power-of-two scale: exact
+        self.at_top += int(np.count_nonzero(index == self.bins))
+        self.below_top += np.bincount(index[index < self.bins], minlength=self.bins)
         self.count += flat.size
         self.minimum, self.maximum = min(self.minimum, low), max(self.maximum, high)
         wide = flat.astype(np.float64)  # moments in float64: x^4 sums overflow float32 precision
@@ -50,12 +62,11 @@ class TensorStats:
         self.power_sums += (wide.sum(), square.sum(), np.dot(square, wide), np.dot(square, square))
 
     def _grow(self, absmax: float) -> None:
-        if self.hist is None:
+        if self.below_top is None:
             self.top = _power_of_two_at_least(absmax)
-            self.hist = np.zeros(self.bins, np.int64)
+            self.below_top = np.zeros(self.bins, np.int64)
         while absmax > self.top:
-            half = self.hist.reshape(-1, 2).sum(axis=1)
-            self.hist = np.concatenate([half, np.zeros(self.bins - half.size, np.int64)])
+            self.below_top, self.at_top = _doubled(self.below_top, self.at_top)
             self.top *= 2.0
 
     def merged(self, other: "TensorStats") -> "TensorStats":
@@ -64,21 +75,29 @@ class TensorStats:
             raise ValueError(f"cannot merge histograms of {self.bins} and {other.bins} bins")
         result = TensorStats(self.bins)
         for part in (self, other):
-            if part.hist is None:
+            if part.below_top is None:
                 continue
             result._grow(part.top)
-            scaled = part.hist
-            top = part.top
+            below, at_top, top = part.below_top, part.at_top, part.top
             while top < result.top:
-                half = scaled.reshape(-1, 2).sum(axis=1)
-                scaled = np.concatenate([half, np.zeros(self.bins - half.size, np.int64)])
+                below, at_top = _doubled(below, at_top)
                 top *= 2.0
-            result.hist += scaled
+            result.below_top += below
+            result.at_top += at_top
             result.count += part.count
             result.minimum = min(result.minimum, part.minimum)
             result.maximum = max(result.maximum, part.maximum)
             result.power_sums = result.power_sums + part.power_sums
         return result
+
+    @property
+    def hist(self) -> np.ndarray | None:
+        """Counts per bin, values at the top in the last bin (what the calibration methods read)."""
+        if self.below_top is None:
+            return None
+        counts = self.below_top.copy()
+        counts[-1] += self.at_top
+        return counts
 
     @property
     def absmax(self) -> float:
@@ -111,14 +130,15 @@ class TensorStats:
 
     def abs_percentile(self, percent: float) -> float:
         """The |x| value below which `percent` % of the values lie (linear within a bin)."""
-        if not self.count or self.hist is None:
+        hist = self.hist
+        if not self.count or hist is None:
             return 0.0
-        cdf = np.cumsum(self.hist) / self.count
+        cdf = np.cumsum(hist) / self.count
         target = percent / 100.0
         index = int(np.searchsorted(cdf, target, side="left"))
         index = min(index, self.bins - 1)
         below = cdf[index - 1] if index else 0.0
-        inside = self.hist[index] / self.count
+        inside = hist[index] / self.count
         fraction = (target - below) / inside if inside > 0 else 1.0
         width = self.top / self.bins
         return float(min((index + min(max(fraction, 0.0), 1.0)) * width, self.absmax))

@@ -36,9 +36,10 @@ def percentile_threshold(stats: TensorStats, percentile: float = 99.99) -> float
 
 
 def _used_bins(stats: TensorStats) -> np.ndarray:
-    assert stats.hist is not None
-    nonzero = np.flatnonzero(stats.hist)
-    return stats.hist[: (nonzero[-1] + 1) if nonzero.size else 1].astype(np.float64)
+    hist = stats.hist
+    assert hist is not None
+    nonzero = np.flatnonzero(hist)
+    return hist[: (nonzero[-1] + 1) if nonzero.size else 1].astype(np.float64)
 
 
 def entropy_threshold(stats: TensorStats) -> float:

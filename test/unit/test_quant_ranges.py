@@ -33,6 +33,21 @@ def test_streaming_histogram_equals_one_shot_and_merges_exactly():
     assert one.top == 64.0 and int(one.hist.sum()) == values.size
 
 
+def test_values_at_a_power_of_two_merge_as_they_stream() -> None:
+    # 1.0 is the first range's top; after the range doubles it starts the upper half of the bins
+    first, second = np.array([1.0, -0.5, 0.25], np.float32), np.array([1.5, -1.0, 0.75], np.float32)
+    streamed = TensorStats()
+    streamed.update(first)
+    streamed.update(second)
+    merged = _stats(first).merged(_stats(second))
+    assert streamed.top == merged.top == 2.0
+    np.testing.assert_array_equal(merged.hist, streamed.hist)
+    width = streamed.top / streamed.bins
+    assert int(streamed.hist[int(1.0 / width)]) == 2  # both 1.0s in the bin [1.0, 1.0 + width)
+    alone = _stats(first)
+    assert alone.top == 1.0 and int(alone.hist[-1]) == 1 and alone.abs_percentile(100.0) == 1.0
+
+
 def _stats(values: np.ndarray) -> TensorStats:
     stats = TensorStats()
     stats.update(values)
