@@ -129,7 +129,7 @@ def write_qdq(model_path: str | Path, out_path: str | Path, thresholds: Mapping[
     with tempfile.TemporaryDirectory(prefix="bev_quant_qdq.") as tmp:
         cache = Path(tmp) / "ranges.json"
         save_tensors_data(ranges, cache)
-        quantize_static(str(model_path), str(out_path), None, quant_format=QuantFormat.QDQ,
+        quantize_static(_private_copy(model_path, tmp), str(out_path), None, quant_format=QuantFormat.QDQ,
                         op_types_to_quantize=list(op_types), per_channel=True,
                         activation_type=flavour.activation_type, weight_type=QuantType.QInt8,
                         nodes_to_exclude=list(float_nodes), calibrate_method=CalibrationMethod.MinMax,
@@ -137,6 +137,13 @@ def write_qdq(model_path: str | Path, out_path: str | Path, thresholds: Mapping[
                         calibration_cache_path=str(cache))
     copy_model_config(model_path, out_path)
     return out_path
+
+
+def _private_copy(model_path: Path, directory: str) -> str:
+    """The model copied into this call's own directory, for `quantize_static`: it writes
+    `<model>-inferred.onnx` beside its input and deletes it, so parallel tasks quantizing one model
+    raced (FileNotFoundError) and a model in a read-only install could not be quantized."""
+    return shutil.copy(model_path, Path(directory) / model_path.name)
 
 
 def copy_model_config(model_path: Path, out_path: Path) -> None:
@@ -204,7 +211,8 @@ def write_ort_default(model_path: str | Path, out_path: str | Path,
     model_path, out_path = Path(model_path), Path(out_path)
     load_checked(model_path)
     reader = SequenceReader(model_path, sequences)
-    quantize_static(str(model_path), str(out_path), reader,
-                    extra_options={"CalibStridedMinMax": math.gcd(len(reader), 8)})
+    with tempfile.TemporaryDirectory(prefix="bev_quant_qdq.") as tmp:
+        quantize_static(_private_copy(model_path, tmp), str(out_path), reader,
+                        extra_options={"CalibStridedMinMax": math.gcd(len(reader), 8)})
     copy_model_config(model_path, out_path)
     return out_path

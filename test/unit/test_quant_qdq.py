@@ -2,6 +2,7 @@
 
 import hashlib
 import importlib.util
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -103,6 +104,23 @@ def test_qdq_is_tensorrt_style_and_close_to_fp32(calibrated, tiny_network_path, 
     fp32 = assess.run_model(tiny_network_path, sequences, keep_heads=True)
     int8 = assess.run_model(out, sequences, keep_heads=True)
     assert 0 < assess.head_error(fp32, int8) < 0.2
+
+
+def test_quantization_writes_nothing_beside_the_model(calibrated, tiny_network_path, tmp_path, monkeypatch):
+    """ORT's shape inference writes `<model>-inferred.onnx` beside the file it is given; next to a
+    shared model, parallel plan trials deleted each other's file (FileNotFoundError)."""
+    sequences, _, thresholds = calibrated
+    real, written = onnx.shape_inference.infer_shapes_path, []
+
+    def spy(model_path, output_path="", *args, **kwargs):
+        written.append(output_path)
+        return real(model_path, output_path, *args, **kwargs)
+
+    monkeypatch.setattr(onnx.shape_inference, "infer_shapes_path", spy)
+    write_qdq(tiny_network_path, tmp_path / "tiny.int8.onnx", thresholds)
+    write_ort_default(tiny_network_path, tmp_path / "ort_default.onnx", sequences)
+    assert len(written) >= 2
+    assert not [p for p in written if Path(p).parent == Path(tiny_network_path).parent]
 
 
 def test_cpu_flavour_has_unsigned_activations_and_relu_ranges_start_at_zero(calibrated, tiny_network_path, tmp_path):
