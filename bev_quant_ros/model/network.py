@@ -174,6 +174,8 @@ def detection_head(c: int, out: int, prior_bias: float | None = None) -> nn.Sequ
 class BEVDetector(nn.Module):
     """Batched reference network; inputs/outputs as the contract plus a batch dim."""
 
+    TRAINING_ONLY = ("aux_heatmap_head", "aux_box_head")  # modules the exported graph does not have
+
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg

@@ -56,7 +56,8 @@ def _batchnorm_after(net: nn.Module, conv_name: str) -> nn.BatchNorm2d | None:
 
 
 def load_state_from_onnx(net: BEVDetector, onnx_path: str | Path) -> None:
-    """Copy the ONNX graph's conv weights into ``net`` (same config); every conv must be matched."""
+    """Copy the ONNX graph's conv weights into ``net`` (same config); every conv must be matched
+    except the training-only ones (``BEVDetector.TRAINING_ONLY``), which keep their init."""
     model = onnx.load(str(onnx_path))
     weights = {init.name: numpy_helper.to_array(init) for init in model.graph.initializer}
     for node in model.graph.node:  # the exporter shares equal tensors through Constant/Identity nodes
@@ -64,7 +65,8 @@ def load_state_from_onnx(net: BEVDetector, onnx_path: str | Path) -> None:
             weights[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
         elif node.op_type == "Identity" and node.input[0] in weights:
             weights[node.output[0]] = weights[node.input[0]]
-    convs = {name for name, m in net.named_modules() if isinstance(m, nn.Conv2d)}
+    convs = {name for name, m in net.named_modules()
+             if isinstance(m, nn.Conv2d) and name.split(".")[0] not in BEVDetector.TRAINING_ONLY}
     seen: set[str] = set()
     with torch.no_grad():
         for node in model.graph.node:

@@ -66,3 +66,22 @@ def test_warm_start_refuses_a_donor_of_another_state_grid(tiny_network_path, tmp
         warm_start(other, tiny_network_path, [])
     with pytest.raises(ConfigError, match="no ONNX model"):
         warm_start(other, tmp_path / "missing.onnx", [])
+
+
+def test_v3_warm_starts_from_its_own_export_and_keeps_its_function(tmp_path):
+    """A second training stage starts from the first stage's ONNX, whose graph has no auxiliary
+    camera-only head (training only): loading it no longer fails, and the function is kept."""
+    from bev_quant_ros.model.export import export_onnx
+
+    torch.manual_seed(1)
+    first = BEVDetector(TINY_V3).eval()
+    path = export_onnx(first, tmp_path / "stage1.onnx", example_inputs(TINY_V3))
+    torch.manual_seed(2)
+    second = BEVDetector(TINY_V3)
+    inputs = _batch(TINY_V3)
+    warm_start(second, path, [lambda: second(*inputs)])
+    with torch.no_grad():
+        expected, got = first(*inputs), second.eval()(*inputs)
+    assert all(torch.allclose(e, g, atol=1e-4) for e, g in zip(expected, got))
+    report = copy_weights(BEVDetector(TINY_V3), detector_from_onnx(path))
+    assert not report["slice"] and not report["fresh"]
