@@ -23,7 +23,15 @@ from bev_quant_ros.quant.calib_data import (
 from bev_quant_ros.quant.calibrate import calibrate_ranges
 from bev_quant_ros.quant.config import QuantConfig
 from bev_quant_ros.quant.drift import drift_curve, state_path_nodes
-from bev_quant_ros.quant.plan import FloatNode, PrecisionPlan, apply_plan, read_plan, search_plan, write_plan
+from bev_quant_ros.quant.plan import (
+    FloatNode,
+    PrecisionPlan,
+    apply_plan,
+    prune_pass,
+    read_plan,
+    search_plan,
+    write_plan,
+)
 from bev_quant_ros.quant.qdq import (
     CPU,
     TENSORRT,
@@ -237,9 +245,27 @@ def test_plan_search_keeps_ranked_nodes_only_while_the_budget_is_missed(calibrat
     assert chosen == [] and len(steps) == 1 and set(fp32) == {"day", "night", "all"}
     assert reference == "ground truth"  # simulated sequences carry it
     chosen, steps, _, _ = search_plan(tiny_network_path, thresholds, ranked, sequences, budget_nds=-1.0)
-    assert chosen == [softmax, conv]  # an unreachable budget keeps every damaging node, in rank order
-    # greedy adds, then tries each removal; removing the last one gives a set measured already
-    assert [s.float_nodes for s in steps] == [[], [softmax], [softmax, conv], [conv]]
+    # an unreachable budget: greedy adds every damaging node in rank order, then tries each removal
+    # (removing the last one gives a set measured already) and takes it when the worst group loses no more
+    assert [s.float_nodes for s in steps[:3]] == [[], [softmax], [softmax, conv]]
+    drop = {frozenset(s.float_nodes): s.worst_drop for s in steps}
+    assert chosen == prune_pass([softmax, conv], drop[frozenset([softmax, conv])],
+                                lambda nodes: drop[frozenset(nodes)], -1.0)
+
+
+def test_prune_pass_returns_nodes_to_int8_within_the_budget_or_when_they_buy_no_accuracy():
+    drops = {"abc": 0.9, "ab": 0.9, "a": 1.2, "b": 0.4, "": 2.0}
+    measure = {frozenset(k): v for k, v in drops.items()}
+
+    def measure_drop(nodes: list[str]) -> float:
+        return measure[frozenset("".join(nodes))]
+
+    # budget missed (0.1): c buys nothing (ab 0.9 = abc 0.9): INT8; b INT8 loses more (a: 1.2): float;
+    # a INT8 gains (b: 0.4): INT8. The rule before kept all three (no removal met 0.1).
+    assert prune_pass(list("abc"), 0.9, measure_drop, 0.1) == ["b"]
+    # budget 1.0: removals within it are taken (ab 0.9, b 0.4), a 1.2 is not
+    assert prune_pass(list("abc"), 0.9, measure_drop, 1.0) == ["b"]
+    assert prune_pass(list("abc"), 0.9, measure_drop, 2.0) == []  # ab, a, then "" at 2.0
 
 
 def test_prune_trials_as_parallel_tasks_give_the_one_process_search(calibrated, tiny_network_path):
@@ -272,7 +298,10 @@ def test_refining_a_plan_runs_the_prune_pass_on_its_nodes_only(calibrated, tiny_
     assert chosen == []  # a generous budget returns every node to int8
     # all-INT8, the plan as given, then its least sensitive node first (no greedy additions)
     assert [s.float_nodes for s in steps] == [[], [softmax, conv], [softmax]]
-    chosen, _, _, _ = search_plan(tiny_network_path, thresholds, ranked, sequences, budget_nds=-1.0, start=[conv])
-    assert chosen == [conv]
+    chosen, steps, _, _ = search_plan(tiny_network_path, thresholds, ranked, sequences, budget_nds=-1.0,
+                                      start=[conv])
+    # an unreachable budget: the conv float buys this model no accuracy (equal drops), so it returns to INT8
+    assert [s.float_nodes for s in steps] == [[], [conv]] and steps[0].worst_drop == steps[1].worst_drop
+    assert chosen == []
     with pytest.raises(PrecisionPlanError, match="not in the model"):
         search_plan(tiny_network_path, thresholds, ranked, sequences, start=["/no/such/node"])
