@@ -37,9 +37,9 @@ from bev_quant_ros.perception.box_decoding import DecodeConfig
 from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.perception.model_config import ModelConfig, model_config_for_onnx
 from bev_quant_ros.perception.pipeline import BevPipeline, SensorFrame
+from bev_quant_ros.perception.sensor_mode import SensorMode
 from bev_quant_ros.perception.temporal import TemporalState
 from bev_quant_ros.quant.histogram import DEFAULT_BINS, TensorStats
-from bev_quant_ros.ros.diagnostics import SensorMode
 from bev_quant_ros.sim import CONDITIONS
 
 PREV_VALID = "prev_valid"

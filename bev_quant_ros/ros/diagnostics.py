@@ -3,19 +3,18 @@
 No rclpy here: the level, message and key/values are computed from the runtime
 statistics and the last frame's result, so every rule is unit-tested without DDS;
 the node only copies them into a `diagnostic_msgs/DiagnosticStatus`. The sensor mode of a
-frame (`fused`, `camera_only`, `lidar_only`) is derived here too, and `ModeTracker` turns the
-per-frame modes into one log line per transition.
+frame (`fused`, `camera_only`, `lidar_only`) is reported here too, and `ModeTracker` turns the
+per-frame modes into one log line per transition (the modes: `perception/sensor_mode.py`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from enum import Enum, IntEnum
+from enum import IntEnum
 from typing import Mapping, Sequence
 
-import numpy as np
-
 from bev_quant_ros.perception.pipeline import PipelineResult
+from bev_quant_ros.perception.sensor_mode import SensorMode, sensor_mode
 
 
 class Level(IntEnum):
@@ -26,24 +25,9 @@ class Level(IntEnum):
     ERROR = 2
 
 
-class SensorMode(str, Enum):
-    """Which sensors a frame ran on."""
-
-    FUSED = "fused"
-    CAMERA_ONLY = "camera_only"  # no lidar sweep (absent or older than max_lidar_age_s)
-    LIDAR_ONLY = "lidar_only"  # no valid camera
-
-
 # why a frame is in a mode: the end of the transition log line
 MODE_CAUSES = {SensorMode.FUSED: "lidar and cameras", SensorMode.CAMERA_ONLY: "no lidar sweep",
                SensorMode.LIDAR_ONLY: "no valid camera"}
-
-
-def sensor_mode(camera_valid: np.ndarray, lidar_used: bool) -> SensorMode:
-    """The mode of a frame from what it ran with (a frame has a camera or a sweep, never neither)."""
-    if not lidar_used:
-        return SensorMode.CAMERA_ONLY
-    return SensorMode.FUSED if np.any(camera_valid) else SensorMode.LIDAR_ONLY
 
 
 class ModeTracker:

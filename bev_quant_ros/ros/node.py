@@ -49,9 +49,10 @@ from bev_quant_ros.errors import BevQuantError, ConfigError, InvalidMessageError
 from bev_quant_ros.perception.frame_assembly import AssembledFrame, FrameAssembler
 from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.perception.pipeline import BevPipeline, PipelineResult, PreparedFrame
+from bev_quant_ros.perception.sensor_mode import sensor_mode
 from bev_quant_ros.perception.temporal import PoseBuffer, TemporalState
 from bev_quant_ros.resources import default_model_path
-from bev_quant_ros.ros.diagnostics import ModeTracker, pipeline_status, sensor_mode
+from bev_quant_ros.ros.diagnostics import ModeTracker, pipeline_status
 from bev_quant_ros.ros.frame_slot import LatestSlot
 from bev_quant_ros.ros.message_decoding import odometry_to_pose, poses_from_tf, stamp_to_ns
 from bev_quant_ros.ros.message_encoding import boxes_to_detection_array, boxes_to_markers

@@ -7,7 +7,8 @@ import numpy as np
 
 from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.perception.pipeline import PipelineResult, StageTimings
-from bev_quant_ros.ros.diagnostics import Level, ModeTracker, SensorMode, pipeline_status, sensor_mode
+from bev_quant_ros.perception.sensor_mode import SensorMode, sensor_mode
+from bev_quant_ros.ros.diagnostics import Level, ModeTracker, pipeline_status
 
 CAMERAS = [f"cam{i}" for i in range(6)]
 ALL, NONE = np.ones(6, np.float32), np.zeros(6, np.float32)
