@@ -232,8 +232,8 @@ def _without_sweep(sensors: SensorFrame) -> SensorFrame:
                                ego_velocity_xy_yawrate=None)
 
 
-def mode_frames(drive: Drive, config: ModelConfig, mode: str = FUSED) -> Iterator[DriveFrame]:
-    """``drive``'s frames as the pipeline receives them in ``mode``.
+def frame_in_mode(frame: DriveFrame, mode: str) -> DriveFrame | None:
+    """``frame`` as the pipeline receives it in ``mode`` (None: the mode has no such frame).
 
     ``camera_only``: every sweep withheld, as under a lidar fault, so the windows pair with the fused
     ones (same images, stamps and poses; only the lidar differs). FrameAssembler keeps lidar-only
@@ -241,11 +241,67 @@ def mode_frames(drive: Drive, config: ModelConfig, mode: str = FUSED) -> Iterato
     a lidar-only frame (no valid camera) does not exist without a lidar and is left out.
     """
     if mode == FUSED:
-        yield from drive.frames(config)
-        return
+        return frame
+    if not frame.sensors.camera_valid.any():
+        return None
+    return dataclasses.replace(frame, sensors=_without_sweep(frame.sensors))
+
+
+class _WindowRecorder:
+    """The windows of one sensor mode, recorded frame by frame through the real pipeline."""
+
+    def __init__(self, config: ModelConfig, drive: Drive, label: str, mode: str, window: int,
+                 windows: int | None) -> None:
+        self.engine = _RecordingEngine(config)
+        decode_config = DecodeConfig(x_range_m=config.x_range_m, y_range_m=config.y_range_m,
+                                     class_names=config.classes, score_threshold=0.99)
+        self.pipeline = BevPipeline(self.engine, config, drive.rig, decode_config, TemporalState())
+        self.drive_name, self.label, self.mode = drive.name, label, mode
+        self.window, self.windows = window, windows
+        self.sequences: list[RecordedSequence] = []
+        self._frames = 0
+
+    @property
+    def done(self) -> bool:
+        return bool(self.sequences) and len(self.sequences[-1]) == self.window and len(self.sequences) == self.windows
+
+    def add(self, frame: DriveFrame) -> None:
+        if self._frames % self.window == 0:
+            self.pipeline.request_reset()
+            suffix = group_key("", self.mode)  # "" or "/camera_only": the name says its mode like its group
+            self.sequences.append(RecordedSequence(self.label, f"{self.drive_name}@{self._frames}{suffix}", self.mode))
+            self.engine.sequence = self.sequences[-1]
+        self._frames += 1
+        self.pipeline.process(frame.sensors)
+        if frame.ground_truth is not None:
+            self.sequences[-1].ground_truth.append(frame.ground_truth)
+            self.sequences[-1].gt_num_lidar_points.append(frame.gt_num_lidar_points)
+
+    def complete_windows(self, frames_per_sequence: int | None) -> list[RecordedSequence]:
+        """The windows, a partial last one dropped."""
+        if frames_per_sequence and self.sequences and len(self.sequences[-1]) < frames_per_sequence:
+            self.sequences.pop()
+        return self.sequences
+
+
+def record_drive_modes(model_path: str | Path, drive: Drive, condition: str | None,
+                       frames_per_sequence: int | None, windows: Mapping[str, int | None]
+                       ) -> dict[str, list[RecordedSequence]]:
+    """``record_drive`` in several modes (mode -> at most that many windows) from one read of the
+    drive: rendering or decoding a frame is paid once, not once per mode."""
+    check_modes(list(windows))
+    config = model_config_for_onnx(model_path)
+    window = frames_per_sequence or sys.maxsize  # None: the whole drive is one window
+    recorders = [_WindowRecorder(config, drive, condition or drive.condition, mode, window, wanted)
+                 for mode, wanted in windows.items()]
     for frame in drive.frames(config):
-        if frame.sensors.camera_valid.any():
-            yield dataclasses.replace(frame, sensors=_without_sweep(frame.sensors))
+        for recorder in recorders:
+            moded = frame_in_mode(frame, recorder.mode) if not recorder.done else None
+            if moded is not None:
+                recorder.add(moded)
+        if all(r.done for r in recorders):
+            break  # enough: the rest of the drive is not read
+    return {r.mode: r.complete_windows(frames_per_sequence) for r in recorders}
 
 
 def record_drive(model_path: str | Path, drive: Drive, condition: str | None = None,
@@ -257,30 +313,7 @@ def record_drive(model_path: str | Path, drive: Drive, condition: str | None = N
     one), each starting from a reset, at most ``windows`` of them; a partial last window is
     dropped. ``condition`` labels the windows (default: the drive's own).
     """
-    check_modes([mode])
-    config = model_config_for_onnx(model_path)
-    engine = _RecordingEngine(config)
-    decode_config = DecodeConfig(x_range_m=config.x_range_m, y_range_m=config.y_range_m,
-                                 class_names=config.classes, score_threshold=0.99)
-    pipeline = BevPipeline(engine, config, drive.rig, decode_config, TemporalState())
-    label = condition or drive.condition
-    window = frames_per_sequence or sys.maxsize  # None: the whole drive is one window
-    suffix = group_key("", mode)  # "" or "/camera_only": the window's name says its mode like its group
-    sequences: list[RecordedSequence] = []
-    for index, frame in enumerate(mode_frames(drive, config, mode)):
-        if index % window == 0:
-            pipeline.request_reset()
-            sequences.append(RecordedSequence(label, f"{drive.name}@{index}{suffix}", mode))
-            engine.sequence = sequences[-1]
-        pipeline.process(frame.sensors)
-        if frame.ground_truth is not None:
-            sequences[-1].ground_truth.append(frame.ground_truth)
-            sequences[-1].gt_num_lidar_points.append(frame.gt_num_lidar_points)
-        if len(sequences[-1]) == window and len(sequences) == windows:
-            break  # enough: the rest of the drive is not read
-    if frames_per_sequence and sequences and len(sequences[-1]) < frames_per_sequence:
-        sequences.pop()
-    return sequences
+    return record_drive_modes(model_path, drive, condition, frames_per_sequence, {mode: windows})[mode]
 
 
 def record_sequence(model_path: str | Path, spec: SynthSpec, mode: str = FUSED) -> RecordedSequence:
@@ -298,15 +331,16 @@ def record_set(model_path: str | Path, spec: SequenceSet) -> list[RecordedSequen
     per_group: dict[str, list[RecordedSequence]] = {group_key(c, m): [] for c in spec.conditions for m in spec.modes}
     window = spec.frames_per_sequence
     for condition, drive in spec.drives():
-        for mode in spec.modes:
-            group = group_key(condition, mode)
-            wanted = spec.sequences_per_condition - len(per_group[group])
-            if wanted <= 0 or window == 0:
-                continue
-            windows = record_drive(model_path, drive, condition, window, wanted, mode)
+        wanted = {mode: spec.sequences_per_condition - len(per_group[group_key(condition, mode)])
+                  for mode in spec.modes}
+        wanted = {mode: count for mode, count in wanted.items() if count > 0}
+        if not wanted or window == 0:
+            continue
+        for mode, windows in record_drive_modes(model_path, drive, condition, window, wanted).items():
             if not windows:
-                raise ConfigError(f"drive {drive.name} ({group}) has fewer frames than one window of {window}")
-            per_group[group] += windows
+                raise ConfigError(f"drive {drive.name} ({group_key(condition, mode)}) has fewer frames than "
+                                  f"one window of {window}")
+            per_group[group_key(condition, mode)] += windows
     short = {g: len(w) for g, w in per_group.items() if window and len(w) < spec.sequences_per_condition}
     if short:
         raise ConfigError(f"not balanced: condition(s) {short} give fewer than {spec.sequences_per_condition} "
