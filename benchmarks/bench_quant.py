@@ -125,7 +125,8 @@ def scenario_shift(rows: dict[str, dict], groups: list[str]) -> dict[str, dict[s
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(ROOT / "config/quant_bev_tiny.yaml"))
-    parser.add_argument("--frames", type=int, default=40, help="held-out frames per condition")
+    parser.add_argument("--frames", type=int, default=40, help="held-out frames per drive")
+    parser.add_argument("--drives", type=int, default=1, help="held-out drives per condition")
     parser.add_argument("--modes", nargs="+", choices=MODES, default=[FUSED],
                         help="sensor modes of the held-out drives (camera_only: the lidar withheld)")
     parser.add_argument("--drift-frames", type=int, default=300)
@@ -139,7 +140,7 @@ def main() -> int:
     calibration_set = record_set(config.model, config.calibration)
     balanced = calibrate_ranges(config, calibration_set)
     day_only = day_only_calibration(config)
-    held_out = held_out_sequences(config.model, conditions, args.frames, args.modes)
+    held_out = held_out_sequences(config.model, conditions, args.frames, args.modes, args.drives)
     mode_of = {s.group: s.mode for s in held_out}
     rows: dict[str, dict] = {}
     with tempfile.TemporaryDirectory(prefix="bench_quant.") as tmp:
@@ -186,8 +187,8 @@ def main() -> int:
         "model": str(config.model.relative_to(ROOT)) if config.model.is_relative_to(ROOT) else str(config.model),
         "model_sha256": sha256(config.model),
         "plan": str(config.plan.name), "float_nodes": plan.node_names(), "method": plan.method,
-        "held_out": {"conditions": conditions, "modes": args.modes, "frames_per_condition": args.frames,
-                     "seed_base": HELD_OUT_SEED},
+        "held_out": {"conditions": conditions, "modes": args.modes, "drives_per_condition": args.drives,
+                     "frames_per_drive": args.frames, "seed_base": HELD_OUT_SEED},
         "nds": {k: {c: round(v["NDS"], 4) for c, v in r.items()} for k, r in rows.items()},
         "map": {k: {c: round(v["mAP"], 4) for c, v in r.items()} for k, r in rows.items()},
         "nds_delta_points_vs_fp32": {k: {c: round(x, 2) for c, x in d.items()} for k, d in delta.items()},

@@ -52,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     report.add_argument("--config", required=True)
     report.add_argument("--out", default="docs/quant_report")
     report.add_argument("--drift-frames", type=int, default=300)
-    report.add_argument("--eval-frames", type=int, default=40, help="held-out frames per condition")
+    report.add_argument("--eval-frames", type=int, default=40, help="held-out frames per drive")
+    report.add_argument("--eval-drives", type=int, default=1, help="held-out drives per condition")
     report.set_defaults(func=_guarded(_report))
     qat = subparsers.add_parser("qat", help="quantization-aware training (modelopt) with view-guided distillation, "
                                             "exported to both INT8 Q/DQ flavours")
@@ -119,7 +120,8 @@ def _report(args: argparse.Namespace) -> int:
     from bev_quant_ros.quant.report import write_report
 
     _logging()
-    path = write_report(load_quant_config(args.config), Path(args.out), args.drift_frames, args.eval_frames)
+    path = write_report(load_quant_config(args.config), Path(args.out), args.drift_frames, args.eval_frames,
+                        args.eval_drives)
     print(f"wrote {path}")
     return 0
 

@@ -126,23 +126,31 @@ def _load(work: Path) -> tuple[Any, dict, list[NodeSensitivity], dict]:
             load_sensitivity(work), json.loads((work / SEARCH_FILE).read_text()))
 
 
+MAX_HELD_OUT_DRIVES = DRIFT_SEED - HELD_OUT_SEED  # drive k of condition i has seed HELD_OUT_SEED + 1000 i + k
+
+
 def held_out_sequences(model: Path, conditions: Sequence[str], frames: int,
-                       modes: Sequence[str] = (FUSED,)) -> list[RecordedSequence]:
-    """One held-out simulated drive per condition (seeds >= 100000), recorded in each of ``modes``."""
-    return [record_sequence(model, SynthSpec(c, HELD_OUT_SEED + 1000 * i, frames), mode)
-            for i, c in enumerate(conditions) for mode in modes]
+                       modes: Sequence[str] = (FUSED,), drives: int = 1) -> list[RecordedSequence]:
+    """``drives`` held-out simulated drives per condition (seeds >= 100000; the first is the one a
+    single-drive set has), each recorded in every one of ``modes``; a condition's drives pool into
+    its group. One 60-frame drive decides a group's NDS by a few detections: more drives, less noise."""
+    if not 1 <= drives <= MAX_HELD_OUT_DRIVES:
+        raise ConfigError(f"held-out drives per condition must be 1..{MAX_HELD_OUT_DRIVES}, got {drives}")
+    return [record_sequence(model, SynthSpec(c, HELD_OUT_SEED + 1000 * i + k, frames), mode)
+            for i, c in enumerate(conditions) for k in range(drives) for mode in modes]
 
 
-def report_sets(config: QuantConfig, eval_frames: int, drift_frames: int
+def report_sets(config: QuantConfig, eval_frames: int, drift_frames: int, eval_drives: int = 1
                 ) -> tuple[list[RecordedSequence], str, RecordedSequence]:
     """(sequences to score, what they are, the drift sequence). A simulated config: held-out seeds
     (>= 100000) per validation condition and mode, and a long fused day drive; a config of drives: its
     validation windows (the plan search's own set, not held out, and the title says so) and its first drive."""
     if isinstance(config.validation, SequenceSetSpec):
         held_out = held_out_sequences(config.model, config.validation.conditions, eval_frames,
-                                      config.validation.modes)
+                                      config.validation.modes, eval_drives)
         drift = record_sequence(config.model, SynthSpec("day", DRIFT_SEED, drift_frames))
-        return held_out, f"held-out sets (seeds ≥ {HELD_OUT_SEED})", drift
+        title = f"held-out sets ({eval_drives} drive(s) of {eval_frames} frames per condition, seeds ≥ {HELD_OUT_SEED})"
+        return held_out, title, drift
     condition, first = config.validation.drives()[0]
     [drift] = truncated(record_drive(config.model, first, condition), drift_frames)
     return record_set(config.model, config.validation), "the validation drives (not held out)", drift
@@ -181,7 +189,8 @@ def drift_curves(config: QuantConfig, thresholds: Mapping[str, float], float_nod
     return curves
 
 
-def write_report(config: QuantConfig, out_dir: Path, drift_frames: int = 300, eval_frames: int = 40) -> Path:
+def write_report(config: QuantConfig, out_dir: Path, drift_frames: int = 300, eval_frames: int = 40,
+                 eval_drives: int = 1) -> Path:
     """Write `README.md` and PNGs into `out_dir`; returns the Markdown path."""
     stats, thresholds, sensitivity, search = _load(config.work_dir)
     plan = read_plan(config.plan)
@@ -197,7 +206,7 @@ def write_report(config: QuantConfig, out_dir: Path, drift_frames: int = 300, ev
             distinct.append(r.tensor)
     plot_histograms(stats, thresholds, distinct[:4], out_dir / "range_histograms.png")
     plot_sensitivity(sensitivity, out_dir / "sensitivity.png")
-    held_out, held_out_title, drift_sequence = report_sets(config, eval_frames, drift_frames)
+    held_out, held_out_title, drift_sequence = report_sets(config, eval_frames, drift_frames, eval_drives)
     curves = drift_curves(config, thresholds[plan.method], plan.node_names(), drift_sequence)
     plot_drift(curves, out_dir / "drift.png")
     models = {"FP32": config.model, "INT8 plan, TensorRT flavour": config.output}

@@ -34,3 +34,16 @@ def test_plots_are_written(tmp_path):
 def test_report_without_calibration_results_names_the_command(tmp_path):
     with pytest.raises(ConfigError, match="bev-quant calibrate"):
         _load(tmp_path)
+
+
+def test_held_out_sets_take_several_drives_per_condition_and_keep_the_first(tiny_model_path):
+    from bev_quant_ros.quant.report import HELD_OUT_SEED, held_out_sequences
+
+    one = held_out_sequences(tiny_model_path, ["day", "night"], 2)
+    three = held_out_sequences(tiny_model_path, ["day", "night"], 2, ("fused", "camera_only"), drives=3)
+    assert [s.name for s in one] == [f"synth:day:{HELD_OUT_SEED}:2@0", f"synth:night:{HELD_OUT_SEED + 1000}:2@0"]
+    assert len(three) == 12 and [s.group for s in three[:6]] == ["day", "day/camera_only"] * 3
+    assert three[0].name == one[0].name and three[2].name == f"synth:day:{HELD_OUT_SEED + 1}:2@0"
+    np.testing.assert_array_equal(three[0].feeds[1]["images"], one[0].feeds[1]["images"])
+    with pytest.raises(ConfigError, match="held-out drives per condition"):
+        held_out_sequences(tiny_model_path, ["day"], 2, drives=0)
