@@ -141,7 +141,7 @@ class PooledSelfAttention(nn.Module):
     real MatMul + Softmax nodes in the graph at a cost the CPU can afford.
     """
 
-    def __init__(self, channels: int, heads: int, pool: int) -> None:
+    def __init__(self, channels: int, heads: int, pool: tuple[int, int]) -> None:
         super().__init__()
         if channels % heads:
             raise ValueError(f"attention channels {channels} not divisible by heads {heads}")
@@ -192,7 +192,7 @@ class BEVDetector(nn.Module):
         # sees both at the same cell and learnt no velocity (mAVE equal with and without state)
         # v3 adds the motion features (C state differences + the dt channel)
         self.temporal = nn.Conv2d((3 * c + 1) if self.v3 else 2 * c, 2 * c, 3, padding=1)  # -> gate, value
-        self.attention = PooledSelfAttention(c, net.attention_heads, net.attention_pool)
+        self.attention = PooledSelfAttention(c, net.attention_heads, net.attention_pool_hw)
         self.head_trunk = conv_bn_relu(c, c)
         # CenterPoint prior: start with a low heatmap so the focal loss is stable
         self.heatmap_head = detection_head(c, cfg.K, prior_bias=-2.19)

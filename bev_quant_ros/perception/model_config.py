@@ -42,11 +42,17 @@ class NetworkConfig:
     image_convs_per_stage: tuple[int, ...] = (2, 2, 2)  # the stride-2 conv plus stride-1 convs
     lift_channels: int = 16  # image feature channels sampled into the BEV per height slice
     attention_heads: int = 2
-    attention_pool: int = 8  # BEV cells per attention token side
+    attention_pool: int | tuple[int, int] = 8  # BEV cells per attention token: a side, or (rows, cols)
     # 2: parameter-free lift (the shipped models). 3: per-pixel distribution over the height
     # slices weights the lift, a camera-only path for lidar_valid = 0, dt in the temporal
     # fusion, a camera-only auxiliary head in training (model/network.py); needs inputs dt, lidar_valid
     version: int = 2
+
+    @property
+    def attention_pool_hw(self) -> tuple[int, int]:
+        """(rows, cols) of BEV cells per token: (8, 16) has half the tokens of 8 (pruning's halved queries)."""
+        pool = self.attention_pool
+        return (pool, pool) if isinstance(pool, int) else (int(pool[0]), int(pool[1]))
 
 
 @dataclass(frozen=True)
@@ -101,8 +107,11 @@ class ModelConfig:
         _check(self.network.version < 3 or self.optional_inputs == (DT_INPUT, LIDAR_VALID_INPUT),
                f"network version 3 needs inputs.optional [{DT_INPUT}, {LIDAR_VALID_INPUT}]")
         pool = self.network.attention_pool
-        _check((self.Hb // self.output_stride) % pool == 0 and (self.Wb // self.output_stride) % pool == 0,
-               "network attention_pool must divide the head grid")
+        _check(isinstance(pool, int) or len(pool) == 2,
+               f"network attention_pool must be a side or [rows, cols], got {pool}")
+        rows, cols = self.network.attention_pool_hw
+        _check(rows > 0 and cols > 0 and (self.Hb // self.output_stride) % rows == 0
+               and (self.Wb // self.output_stride) % cols == 0, "network attention_pool must divide the head grid")
 
     # derived sizes ---------------------------------------------------------------
     @property

@@ -218,3 +218,29 @@ def test_model_eval_at_a_lower_frame_rate_feeds_the_longer_dt(rate, dt_s):
     results = evaluate_checkpoint(Recording(TINY_V3), "day", 1, 3, ("full",), frame_rate=rate)
     assert results["full"]["frames"] == 3
     np.testing.assert_allclose(fed, [0.0, dt_s, dt_s], rtol=1e-6)
+
+
+def test_rectangular_attention_pool_halves_the_tokens_and_exports(tmp_path):
+    """Pruning's halved queries: (rows, cols) pooling; the config round-trips and ONNX matches torch."""
+    from bev_quant_ros.model.export import compare_with_torch, export_onnx
+    from bev_quant_ros.perception.model_config import model_config_from_dict
+
+    side = TINY.network.attention_pool
+    halved = dataclasses.replace(TINY, network=dataclasses.replace(TINY.network, attention_pool=(side, 2 * side)))
+    assert model_config_from_dict(halved.to_dict()) == halved
+    tokens = {}
+    for cfg in (TINY, halved):
+        net = BEVDetector(cfg).eval()
+        seen = []
+        hook = net.attention.qkv.register_forward_hook(lambda _m, _i, out, seen=seen: seen.append(out.shape))
+        with torch.no_grad():
+            net(*_batched(cfg))
+        hook.remove()
+        tokens[cfg.network.attention_pool] = seen[0][2] * seen[0][3]
+    assert tokens[(side, 2 * side)] * 2 == tokens[side]
+    torch.manual_seed(0)
+    net = BEVDetector(halved).eval()
+    path = export_onnx(net, tmp_path / "halved.onnx")
+    assert max(compare_with_torch(net, path, example_inputs(halved)).values()) < 1e-4
+    with pytest.raises(ConfigError, match="attention_pool"):
+        dataclasses.replace(TINY, network=dataclasses.replace(TINY.network, attention_pool=(side, 3)))
