@@ -31,6 +31,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "prune", help="structured channel pruning of an FP32 model (image encoder + BEV trunk), before fine-tuning")
     prune.add_argument("--model", required=True, help="FP32 ONNX model, e.g. models/bev_tiny.onnx")
     prune.add_argument("--keep", type=float, default=0.5, help="fraction of channels kept (default 0.5)")
+    prune.add_argument("--halve-tokens", action="store_true",
+                       help="pool attention tokens over twice the columns: half the queries")
     prune.add_argument("--out", required=True, help="ONNX path of the pruned network (model config YAML beside it); "
                                                     "fine-tune it with a training config whose init_from names it")
     prune.set_defaults(func=_prune)
@@ -95,14 +97,15 @@ def _prune(args: argparse.Namespace) -> int:
 
     try:
         net = detector_from_onnx(args.model)
-        pruned = prune_detector(net, args.keep)
+        pruned = prune_detector(net, args.keep, args.halve_tokens)
     except (BevQuantError, ValueError) as exc:
         print(f"prune: {exc}", file=sys.stderr)
         return 2
     path = export_onnx(pruned, args.out)
     sizes = [sum(p.numel() for p in m.parameters()) for m in (net, pruned)]
     print(f"C {net.cfg.C} -> {pruned.cfg.C}, image channels {net.cfg.network.image_channels} -> "
-          f"{pruned.cfg.network.image_channels}, parameters {sizes[0]} -> {sizes[1]}; wrote {path}")
+          f"{pruned.cfg.network.image_channels}, attention pool {net.cfg.network.attention_pool_hw} -> "
+          f"{pruned.cfg.network.attention_pool_hw}, parameters {sizes[0]} -> {sizes[1]}; wrote {path}")
     return 0
 
 

@@ -29,16 +29,21 @@ from bev_quant_ros.perception.model_config import ModelConfig
 Index = torch.Tensor  # 1-D long tensor of kept channel indices, ascending
 
 
-def pruned_config(cfg: ModelConfig, keep: float) -> ModelConfig:
+def pruned_config(cfg: ModelConfig, keep: float, halve_tokens: bool = False) -> ModelConfig:
     """``cfg`` with image encoder widths and the state width C scaled by ``keep`` (C stays a
-    multiple of 2 x the attention heads, so heads and the lidar branch's C/2 divide it)."""
+    multiple of 2 x the attention heads, so heads and the lidar branch's C/2 divide it);
+    ``halve_tokens``: attention tokens pooled over twice the columns (half the queries, a quarter
+    of the attention matrix; pooling has no weights, so nothing else changes)."""
     if not 0 < keep <= 1:
         raise ValueError(f"keep ratio must be in (0, 1], got {keep}")
     unit = 2 * cfg.network.attention_heads
     c = max(unit, int(round(cfg.C * keep / unit)) * unit)
     image = tuple(max(1, int(round(w * keep))) for w in cfg.network.image_channels)
-    return dataclasses.replace(cfg, name=f"{cfg.name}_p{round(keep * 100)}", C=c,
-                               network=dataclasses.replace(cfg.network, image_channels=image))
+    rows, cols = cfg.network.attention_pool_hw
+    pool = (rows, 2 * cols) if halve_tokens else cfg.network.attention_pool
+    name = f"{cfg.name}_p{round(keep * 100)}" + ("_t50" if halve_tokens else "")
+    return dataclasses.replace(cfg, name=name, C=c,
+                               network=dataclasses.replace(cfg.network, image_channels=image, attention_pool=pool))
 
 
 def channel_importance(conv: nn.Conv2d, bn: nn.BatchNorm2d | None) -> torch.Tensor:
@@ -100,9 +105,9 @@ def attention_channels(net: BEVDetector, head_dim: int) -> tuple[Index, Index]:
     return torch.cat(qk), torch.cat(v)
 
 
-def prune_detector(net: BEVDetector, keep: float) -> BEVDetector:
+def prune_detector(net: BEVDetector, keep: float, halve_tokens: bool = False) -> BEVDetector:
     """A narrower ``BEVDetector`` holding ``net``'s most important channels (eval mode)."""
-    cfg = pruned_config(net.cfg, keep)
+    cfg = pruned_config(net.cfg, keep, halve_tokens)
     out = BEVDetector(cfg)
     c_old = net.cfg.C
     state = state_channels(net, cfg.C)

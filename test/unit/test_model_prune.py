@@ -90,3 +90,16 @@ def test_pruned_config_keeps_widths_divisible():
     assert cfg.network.image_channels == tuple(w // 2 for w in tiny_config().network.image_channels)
     with pytest.raises(ValueError, match="keep ratio"):
         pruned_config(cfg, 0.0)
+
+
+def test_halved_tokens_pool_twice_the_columns_and_keep_the_weights():
+    net, _ = _dead_half_network(TINY)
+    rows, cols = TINY.network.attention_pool_hw
+    halved = prune_detector(net, 0.5, halve_tokens=True)
+    assert halved.cfg.network.attention_pool_hw == (rows, 2 * cols) and halved.cfg.name.endswith("_t50")
+    plain = prune_detector(net, 0.5)
+    same = {k: torch.equal(v, halved.state_dict()[k]) for k, v in plain.state_dict().items()}
+    assert all(same.values())  # pooling has no weights: only the token grid differs
+    inputs = [torch.from_numpy(v).unsqueeze(0) for v in example_inputs(halved.cfg, seed=3).values()]
+    with torch.no_grad():
+        assert not torch.equal(plain(*inputs)[2], halved(*inputs)[2])  # the attention's state differs
