@@ -1,14 +1,19 @@
 """QAT benchmark: PTQ vs QAT (with and without view-guided distillation), lower bit widths, latency.
 
-Rows on the same held-out drives (seeds >= 100000, one drive per condition) against ground truth:
-FP32; the shipped PTQ INT8 (CPU flavour); modelopt all-INT8 PTQ; QAT INT8 without distillation,
+Rows on the same held-out drives (seeds >= 100000, ``--drives`` per condition, recorded in every mode of
+the quant config's ``validation.modes``) against ground truth, per group (the condition, and for v3 also
+"night/camera_only": the same drive with the lidar withheld): FP32; the shipped PTQ INT8 (the quant
+config's ``cpu_output``); modelopt all-INT8 PTQ; QAT INT8 without distillation,
 image-view only, BEV only, both (VGD: the QAT config's loss weights, distillation only), VGD plus the
 detection loss, and all-INT8 VGD (the plan ignored), exported to Q/DQ and run by ONNX Runtime;
 W8A8/W6A6/W4A8/W4A6 PTQ vs QAT+VGD as fake quant in PyTorch (W4/W6 cannot be exported). Each QAT row fine-tunes the
-same number of steps from the same calibration (config/qat_bev_tiny.yaml); rows are cached in
-``--work`` so a rerun continues where it stopped. Latency: ONNX Runtime CPU at one thread.
+same number of steps from the same calibration (config/qat_bev_tiny.yaml, v3: config/qat_bev_v3.yaml);
+``--rows`` picks some; rows are cached in ``--work`` so a rerun continues where it stopped. The worst NDS
+drop vs FP32 is reported over every group and per mode (fused, camera_only). Latency: ONNX Runtime CPU
+at one thread.
 
     PYTHONPATH=. python benchmarks/bench_qat.py --out benchmarks/results/qat.json
+    PYTHONPATH=. python benchmarks/bench_qat.py --config config/qat_bev_v3.yaml --out benchmarks/results/qat_v3.json
 """
 
 from __future__ import annotations
@@ -20,6 +25,7 @@ import platform
 import sys
 import time
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 
@@ -27,16 +33,16 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from benchmarks.bench_quant import latency  # noqa: E402
-from bev_quant_ros.drives.synth import SynthSpec  # noqa: E402
 from bev_quant_ros.evaluation.metrics import evaluate_detections  # noqa: E402
 from bev_quant_ros.model.onnx_weights import detector_from_onnx  # noqa: E402
 from bev_quant_ros.perception.box_decoding import decode  # noqa: E402
 from bev_quant_ros.quant import assess, qat  # noqa: E402
-from bev_quant_ros.quant.calib_data import record_sequence, record_set  # noqa: E402
-from bev_quant_ros.quant.config import load_quant_config  # noqa: E402
-from bev_quant_ros.quant.plan import read_plan  # noqa: E402
+from bev_quant_ros.quant.calib_data import RecordedSequence, record_set  # noqa: E402
+from bev_quant_ros.quant.config import QuantConfig, load_quant_config  # noqa: E402
+from bev_quant_ros.quant.plan import PrecisionPlan, read_plan  # noqa: E402
+from bev_quant_ros.quant.report import HELD_OUT_SEED, held_out_sequences  # noqa: E402
 
-CONDITIONS = ("day", "night", "rain", "fog", "glare")
+CONDITIONS = ("day", "night", "rain", "fog", "glare")  # held-out drives (here and in bench_prune.py)
 # row -> (weight bits, activation bits, honour the plan, loss weights, VGD or None = PTQ only)
 VGD = "config"  # the QAT config's loss weights (config/qat_bev_tiny.yaml: distillation only)
 ROWS = {
@@ -56,22 +62,49 @@ ROWS = {
 ROW_STEPS_FACTOR = {"qat_all_int8_vgd_3x_steps": 3}  # rows fine-tuned this many times the config's steps
 
 
-def score(run: assess.ModelRun, sequences: list) -> dict[str, dict[str, float]]:
-    """NDS, mAP, mAVE per condition and over all frames, against the drives' ground truth."""
+def groups_by_mode(sequences: list[RecordedSequence]) -> dict[str, list[str]]:
+    """Sensor mode -> its groups ("night", "night/camera_only"), in the sequences' order."""
+    modes: dict[str, list[str]] = {}
+    for s in sequences:
+        groups = modes.setdefault(s.mode, [])
+        if s.group not in groups:
+            groups.append(s.group)
+    return modes
+
+
+def score(run: assess.ModelRun, sequences: list[RecordedSequence]) -> dict[str, dict[str, float]]:
+    """NDS, mAP, mAVE per group and over all frames, against the drives' ground truth."""
     gt = [b for s in sequences for b in s.ground_truth]
     points = [p for s in sequences for p in s.gt_num_lidar_points]
     result = {}
-    for condition in (*CONDITIONS, "all"):
-        idx = [i for i, c in enumerate(run.conditions) if condition in (c, "all")]
+    for group in (*(g for groups in groups_by_mode(sequences).values() for g in groups), "all"):
+        idx = [i for i, g in enumerate(run.conditions) if group in (g, "all")]
         m = evaluate_detections([run.detections[i] for i in idx], [gt[i] for i in idx],
                                 gt_num_lidar_points=[points[i] for i in idx]).to_json()
-        result[condition] = {k: round(float(m[k]), 4) for k in ("NDS", "mAP", "mAVE")}
+        result[group] = {k: round(float(m[k]), 4) for k in ("NDS", "mAP", "mAVE")}
     return result
 
 
-def worst_drop_points(fp32: dict, metrics: dict) -> float:
-    """Largest per-condition NDS loss of ``metrics`` vs ``fp32`` (``score`` results), in points."""
-    return round(100 * max(fp32[c]["NDS"] - metrics[c]["NDS"] for c in CONDITIONS), 2)
+def worst_drop_points(fp32: dict, metrics: dict, groups: Sequence[str] = CONDITIONS) -> float:
+    """Largest NDS loss over ``groups`` of ``metrics`` vs ``fp32`` (``score`` results), in points."""
+    return round(100 * max(fp32[g]["NDS"] - metrics[g]["NDS"] for g in groups), 2)
+
+
+def worst_drops(fp32: dict, metrics: dict, modes: dict[str, list[str]]) -> dict[str, float]:
+    """The worst drop over every group ("all") and per sensor mode (``groups_by_mode``)."""
+    every = [g for groups in modes.values() for g in groups]
+    return {"all": worst_drop_points(fp32, metrics, every),
+            **{mode: worst_drop_points(fp32, metrics, groups) for mode, groups in modes.items()}}
+
+
+def cached_rows(path: Path, setup: dict) -> dict:
+    """Rows of an earlier run of the same ``setup`` (held-out set, steps); another setup's are an error."""
+    if not path.is_file():
+        return {}
+    cache = json.loads(path.read_text())
+    if cache.get("setup") != setup:
+        raise SystemExit(f"{path} holds rows of another setup ({cache.get('setup')}); use another --work")
+    return cache["rows"]
 
 
 def write_result(out: str, result: dict, summary_keys: tuple[str, ...]) -> None:
@@ -86,89 +119,129 @@ def torch_run(net: torch.nn.Module, sequences: list, model_path: Path) -> assess
     run = assess.ModelRun()
     for sequence in sequences:
         for heatmap, box_reg, _ in qat.run_sequence(net, sequence):
-            run.conditions.append(sequence.condition)
+            run.conditions.append(sequence.group)
             run.detections.append(decode(heatmap[0].numpy(), box_reg[0].numpy(), decode_config))
     return run
 
 
-def main() -> int:
+@dataclasses.dataclass
+class Bench:
+    """What every row shares: the configs, the FP32 teacher, the calibration and held-out sets."""
+
+    cfg: qat.QatConfig
+    quant_config: QuantConfig
+    plan: PrecisionPlan
+    teacher: torch.nn.Module
+    calibration: list[RecordedSequence]
+    held_out: list[RecordedSequence]
+    work: Path
+    sample: Callable | None = None
+
+    def training_sample(self) -> Callable:
+        """The fine-tuning windows, rendered once for all QAT rows."""
+        self.sample = self.sample or qat.training_sampler(self.cfg, self.teacher.cfg, 0)
+        return self.sample
+
+
+def run_row(bench: Bench, name: str) -> dict:
+    """One ROWS entry: quantize, fine-tune unless PTQ, score (exported Q/DQ at 8 bits, else fake quant)."""
+    w_bits, a_bits, honour, weights = ROWS[name]
+    model, cfg = bench.quant_config.model, bench.cfg
+    student = qat.quantize_student(detector_from_onnx(model), bench.calibration, w_bits, a_bits,
+                                   bench.plan if honour else None)
+    entry: dict = {"weight_bits": w_bits, "activation_bits": a_bits, "plan": honour}
+    weights = cfg.weights if weights == VGD else weights
+    if weights is not None:
+        row_cfg = dataclasses.replace(cfg, weights=weights, steps=cfg.steps * ROW_STEPS_FACTOR.get(name, 1))
+        history, _ = qat.finetune(student, bench.teacher, bench.training_sample(), row_cfg)
+        entry.update(steps=row_cfg.steps, loss_weights=dataclasses.asdict(weights),
+                     last_loss=history[-1] if history else None)
+    if w_bits == a_bits == 8 and weights is not None:
+        inputs = qat.full_inputs(bench.calibration[0].feeds[1], bench.teacher.cfg)
+        onnx_path = qat.export_qdq(student, bench.work / f"{name}.onnx", inputs, model)
+        entry["metrics"] = score(assess.run_model(onnx_path, bench.held_out), bench.held_out)
+        entry["runs_on"] = "Q/DQ ONNX (TensorRT flavour) on ONNX Runtime; TensorRT"
+        if name == "qat_int8_vgd":
+            cpu = qat.export_cpu_flavour(student, bench.quant_config, bench.plan, bench.work / f"{name}_cpu.onnx",
+                                         inputs, bench.calibration, bench.work)
+            entry["cpu_flavour_metrics"] = score(assess.run_model(cpu, bench.held_out), bench.held_out)
+    else:
+        entry["metrics"] = score(torch_run(student, bench.held_out, model), bench.held_out)
+        entry["runs_on"] = ("fake quant only (PyTorch): INT8 export needs 8 bits" if w_bits < 8 or a_bits < 8
+                            else "PyTorch fake quant (exportable to Q/DQ)")
+    return entry
+
+
+def held_out_description(modes: list[str], drives: int, frames: int) -> dict:
+    """The held-out set as ``held_out_sequences`` records it (seeds per condition, then per drive)."""
+    seeds = [HELD_OUT_SEED + 1000 * i + k for i in range(len(CONDITIONS)) for k in range(drives)]
+    return {"conditions": list(CONDITIONS), "modes": modes, "drives_per_condition": drives,
+            "frames_per_drive": frames, "seeds": seeds}
+
+
+def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--config", default="config/qat_bev_tiny.yaml")
     parser.add_argument("--out", default="benchmarks/results/qat.json")
-    parser.add_argument("--work", default=".cache/bench_qat", help="per-row results and QAT checkpoints")
-    parser.add_argument("--frames", type=int, default=24, help="held-out frames per condition")
+    parser.add_argument("--work", help="per-row results and QAT checkpoints (default .cache/bench_qat/<config>)")
+    parser.add_argument("--rows", nargs="+", choices=list(ROWS), default=list(ROWS), metavar="NAME",
+                        help=f"rows to run besides FP32 and the shipped PTQ (default all: {', '.join(ROWS)})")
+    parser.add_argument("--frames", type=int, default=24, help="held-out frames per drive")
+    parser.add_argument("--drives", type=int, default=1, help="held-out drives per condition")
     parser.add_argument("--steps", type=int, help="QAT steps per row (default: the config's)")
     parser.add_argument("--rounds", type=int, default=40, help="latency rounds")
-    args = parser.parse_args()
-    torch.set_num_threads(1)
-    overrides = {"steps": args.steps} if args.steps else {}
-    cfg = qat.load_qat_config(args.config, **overrides)
-    quant_config = load_quant_config(cfg.quant_config)
-    model = quant_config.model
-    plan = read_plan(quant_config.plan)
-    work = Path(args.work)
-    work.mkdir(parents=True, exist_ok=True)
-    rows_path = work / "rows.json"
-    rows = json.loads(rows_path.read_text()) if rows_path.is_file() else {}
+    return parser.parse_args()
 
-    held_out = [record_sequence(model, SynthSpec(c, 100_000 + 1000 * i, args.frames)) for i, c in enumerate(CONDITIONS)]
-    calibration = record_set(model, quant_config.calibration)
-    teacher = detector_from_onnx(model)
-    shipped_cpu = ROOT / "models" / "bev_tiny.int8_cpu.onnx"
-    for name, path in (("fp32", model), ("ptq_int8_shipped_cpu", shipped_cpu)):
-        if name not in rows:
+
+def main() -> int:
+    args = parse_args()
+    torch.set_num_threads(1)
+    cfg = qat.load_qat_config(args.config, **({"steps": args.steps} if args.steps else {}))
+    quant_config = load_quant_config(cfg.quant_config)
+    model, modes = quant_config.model, list(quant_config.validation.modes)
+    work = Path(args.work or f".cache/bench_qat/{Path(args.config).stem}")
+    work.mkdir(parents=True, exist_ok=True)
+    setup = {"held_out": held_out_description(modes, args.drives, args.frames), "steps": cfg.steps}
+    rows_path = work / "rows.json"
+    rows = cached_rows(rows_path, setup)
+    held_out = held_out_sequences(model, CONDITIONS, args.frames, modes, args.drives)
+    mode_groups = groups_by_mode(held_out)
+    references = {"fp32": model, "ptq_int8_shipped_cpu": quant_config.cpu_output}
+    for name, path in references.items():
+        if name not in rows and path is not None:
             rows[name] = {"metrics": score(assess.run_model(path, held_out), held_out), "runs_on": "ONNX Runtime"}
-    sample = None
-    for name, (w_bits, a_bits, honour, weights) in ROWS.items():
+    fp32 = rows["fp32"]["metrics"]
+    bench = Bench(cfg, quant_config, read_plan(quant_config.plan), detector_from_onnx(model),
+                  record_set(model, quant_config.calibration), held_out, work)
+    for name in args.rows:
         if name in rows:
             continue
         t0 = time.monotonic()
-        student = qat.quantize_student(detector_from_onnx(model), calibration, w_bits, a_bits,
-                                       plan if honour else None)
-        entry: dict = {"weight_bits": w_bits, "activation_bits": a_bits, "plan": honour}
-        weights = cfg.weights if weights == VGD else weights
-        if weights is not None:
-            sample = sample or qat.training_sampler(cfg, teacher.cfg, 0)
-            steps = cfg.steps * ROW_STEPS_FACTOR.get(name, 1)
-            row_cfg = dataclasses.replace(cfg, weights=weights, steps=steps)
-            history, _ = qat.finetune(student, teacher, sample, row_cfg)
-            entry.update(steps=row_cfg.steps, loss_weights=dataclasses.asdict(weights),
-                         last_loss=history[-1] if history else None)
-        if w_bits == a_bits == 8 and weights is not None:
-            inputs = qat.full_inputs(calibration[0].feeds[1], teacher.cfg)
-            onnx_path = qat.export_qdq(student, work / f"{name}.onnx", inputs, model)
-            entry["metrics"] = score(assess.run_model(onnx_path, held_out), held_out)
-            entry["runs_on"] = "Q/DQ ONNX (TensorRT flavour) on ONNX Runtime; TensorRT"
-            if name == "qat_int8_vgd":
-                cpu = qat.export_cpu_flavour(student, quant_config, plan, work / f"{name}_cpu.onnx", inputs,
-                                             calibration, work)
-                entry["cpu_flavour_metrics"] = score(assess.run_model(cpu, held_out), held_out)
-        else:
-            entry["metrics"] = score(torch_run(student, held_out, model), held_out)
-            entry["runs_on"] = ("fake quant only (PyTorch): INT8 export needs 8 bits" if w_bits < 8 or a_bits < 8
-                                else "PyTorch fake quant (exportable to Q/DQ)")
+        entry = run_row(bench, name)
         entry["seconds"] = round(time.monotonic() - t0, 1)
         rows[name] = entry
-        rows_path.write_text(json.dumps(rows, indent=1))
-        print(f"{name}: NDS all {entry['metrics']['all']['NDS']:.4f} ({entry['seconds']:.0f} s)", flush=True)
+        rows_path.write_text(json.dumps({"setup": setup, "rows": rows}, indent=1))
+        print(f"{name}: NDS all {entry['metrics']['all']['NDS']:.4f}, worst drop (points) "
+              f"{worst_drops(fp32, entry['metrics'], mode_groups)} ({entry['seconds']:.0f} s)", flush=True)
 
-    models = {"fp32": model, "int8_cpu_shipped": shipped_cpu}
+    shown = {name: rows[name] for name in (*references, *args.rows) if name in rows}
+    models = {"fp32": model, "int8_cpu_shipped": quant_config.cpu_output}
     if (work / "qat_int8_vgd_cpu.onnx").is_file():
         models["int8_cpu_qat_vgd"] = work / "qat_int8_vgd_cpu.onnx"
-    feeds = [f for s in held_out for f in s.feeds]
-    fp32 = rows["fp32"]["metrics"]
+    drops = {name: worst_drops(fp32, r["metrics"], mode_groups) for name, r in shown.items()}
     result = {
         "model": str(model.relative_to(ROOT)), "config": args.config,
-        "held_out": {"conditions": list(CONDITIONS), "frames_per_condition": args.frames,
-                     "seeds": [100_000 + 1000 * i for i in range(len(CONDITIONS))]},
+        "held_out": {**setup["held_out"], "frames_per_condition": args.frames * args.drives},
         "qat": {"steps": cfg.steps, "batch_size": cfg.batch_size, "window": cfg.window, "lr": cfg.lr,
                 "train_seeds": list(cfg.train_seeds)},
-        "rows": rows,
-        "worst_nds_drop_points": {name: worst_drop_points(fp32, r["metrics"]) for name, r in rows.items()},
-        "latency_1_thread": latency(models, feeds, threads=1, rounds=args.rounds),
+        "rows": shown,
+        "worst_nds_drop_points": {name: d["all"] for name, d in drops.items()},
+        "worst_nds_drop_points_per_mode": {name: {m: d[m] for m in modes} for name, d in drops.items()},
+        "latency_1_thread": latency({k: v for k, v in models.items() if v is not None},
+                                    [f for s in held_out for f in s.feeds], threads=1, rounds=args.rounds),
         "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": 1},
     }
-    write_result(args.out, result, ("worst_nds_drop_points", "latency_1_thread"))
+    write_result(args.out, result, ("worst_nds_drop_points", "worst_nds_drop_points_per_mode", "latency_1_thread"))
     return 0
 
 

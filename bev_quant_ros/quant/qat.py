@@ -22,6 +22,11 @@ warp-grid MatMul, the fusion Concat) stay float in the torch model and in its ex
 Export: ``torch.onnx.export(opset 17, dynamo=False)`` gives the TensorRT flavour (symmetric
 int8 Q/DQ at conv inputs and weights); the CPU flavour (u8 activations) is the fine-tuned
 FP32 export requantized by ``qdq.write_qdq`` with the QAT conv-input ranges.
+
+Network v3 (``models/bev_v3.onnx``, ``config/qat_bev_v3.yaml``): its recorded feeds carry ``dt`` and
+``lidar_valid`` (the pipeline feeds what the graph declares, camera-only windows lidar_valid 0); every run
+of student or teacher takes the model config's input order (``network_args``), both exports keep those
+inputs (checked against the model config), and the training-only auxiliary head gets no quantizers.
 """
 
 from __future__ import annotations
@@ -41,8 +46,8 @@ from torch import nn
 from tqdm import tqdm
 
 from bev_quant_ros.engine.contract import CONTRACT_OUTPUTS, STATE_INPUT
-from bev_quant_ros.engine.io_check import check_contract, onnx_specs, read_onnx
 from bev_quant_ros.errors import ConfigError
+from bev_quant_ros.model.export import check_contract, export_onnx
 from bev_quant_ros.model.network import BEVDetector, ContractWrapper
 from bev_quant_ros.model.onnx_weights import module_name_of
 from bev_quant_ros.quant.calib_data import PREV_VALID, RecordedSequence
@@ -137,6 +142,12 @@ def plan_float_modules(plan: PrecisionPlan | None, net: nn.Module) -> list[str]:
             if name in convs]
 
 
+def training_only_modules(net: nn.Module) -> list[str]:
+    """v3's auxiliary head (``BEVDetector.TRAINING_ONLY``): never run in eval, never exported, so its
+    quantizers would stay uncalibrated; they are left off."""
+    return [name for name in BEVDetector.TRAINING_ONLY if hasattr(net, name)]
+
+
 def quant_rules(weight_bits: int = 8, activation_bits: int = 8, float_modules: Iterable[str] = ()) -> dict:
     """modelopt 0.47 config: per-channel symmetric weights, per-tensor activations, max calibration."""
     rules: list[dict[str, Any]] = [
@@ -149,8 +160,15 @@ def quant_rules(weight_bits: int = 8, activation_bits: int = 8, float_modules: I
 
 
 def tensor_frame(feed: dict[str, np.ndarray]) -> dict[str, torch.Tensor]:
-    """One recorded frame's FRAME_INPUTS as batch-1 tensors."""
+    """One recorded frame's inputs (FRAME_INPUTS, plus dt and lidar_valid for a v3 model) as batch-1 tensors."""
     return {name: torch.from_numpy(np.asarray(value, np.float32))[None] for name, value in feed.items()}
+
+
+def network_args(net: BEVDetector, frame: dict[str, torch.Tensor], state: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """``frame``'s inputs with ``state`` as prev_bev, in ``ModelConfig.input_shapes()`` order: the
+    contract, then the optional inputs the model declares (v3: dt, lidar_valid), as the engine feeds them."""
+    given = {**frame, STATE_INPUT: state}
+    return tuple(given[name] for name in net.cfg.input_shapes())
 
 
 def run_sequence(net: BEVDetector, sequence: RecordedSequence) -> Iterable[tuple[torch.Tensor, ...]]:
@@ -160,11 +178,9 @@ def run_sequence(net: BEVDetector, sequence: RecordedSequence) -> Iterable[tuple
     for feed, reset in zip(sequence.feeds, sequence.resets):
         if reset:
             state = torch.zeros_like(state)
-        f = tensor_frame(feed)
-        valid = torch.tensor([[0.0 if reset else 1.0]])
+        frame = {**tensor_frame(feed), PREV_VALID: torch.tensor([[0.0 if reset else 1.0]])}
         with torch.no_grad():
-            outputs = net(f["images"], f["camera_valid"], f["cam_grid"], f["lidar_bev"], state, f["ego_motion"],
-                          valid)
+            outputs = net(*network_args(net, frame, state))
         state = outputs[2]
         yield outputs
 
@@ -176,7 +192,7 @@ def quantize_student(net: BEVDetector, calibration: list[RecordedSequence], weig
     import modelopt.torch.quantization as mtq
 
     fold_batchnorm(net.eval())
-    rules = quant_rules(weight_bits, activation_bits, plan_float_modules(plan, net))
+    rules = quant_rules(weight_bits, activation_bits, plan_float_modules(plan, net) + training_only_modules(net))
 
     def forward_loop(model: BEVDetector) -> None:
         for sequence in calibration:
@@ -231,12 +247,10 @@ def vgd_window_loss(student: BEVDetector, teacher: BEVDetector, frames: list[dic
     parts = dict.fromkeys(("det", *DISTILL_TAPS), 0.0)
     try:
         for f in frames:
-            args = (f["images"], f["camera_valid"], f["cam_grid"], f["lidar_bev"])
-            tail = (f["ego_motion"], f["prev_valid"], f.get("dt"), f.get("lidar_valid"))
-            out = student.forward_logits(*args, s_state, *tail)
+            out = student.forward_logits(*network_args(student, f, s_state))
             s_state = out.bev_state
             with torch.no_grad():
-                t_state = teacher.forward_logits(*args, t_state, *tail).bev_state
+                t_state = teacher.forward_logits(*network_args(teacher, f, t_state)).bev_state
             frame_loss = torch.zeros(())
             if weights.detection > 0:
                 det, _ = detection_loss(out.heatmap, out.box_reg, f["heatmap"], f["box_reg"], f["reg_mask"])
@@ -310,6 +324,7 @@ def make_optimizer(student: nn.Module, lr: float) -> torch.optim.Optimizer:
 
 
 def contract_args(inputs: dict[str, np.ndarray], names: Iterable[str]) -> tuple[torch.Tensor, ...]:
+    """``inputs`` as the exporter's example arguments, in ``names`` (the graph's input) order."""
     return tuple(torch.from_numpy(np.asarray(inputs[name], np.float32)) for name in names)
 
 
@@ -326,7 +341,7 @@ def export_qdq(student: BEVDetector, out_path: str | Path, inputs: dict[str, np.
                           input_names=names, output_names=list(CONTRACT_OUTPUTS),
                           opset_version=OPSET, do_constant_folding=True, dynamo=False)
     copy_model_config(Path(config_from), out_path)
-    check_contract(*onnx_specs(read_onnx(out_path)))
+    check_contract(out_path, student.cfg)
     ok, reason = tensorrt_style(out_path)
     if not ok:
         raise ConfigError(f"{out_path}: not TensorRT-consumable: {reason}")
@@ -340,8 +355,6 @@ def export_float(student: BEVDetector, out_path: str | Path, inputs: dict[str, n
     for q in active:
         q.disable()
     try:
-        from bev_quant_ros.model.export import export_onnx
-
         path = export_onnx(student, out_path, inputs)
     finally:
         for q in active:
@@ -375,11 +388,14 @@ def export_cpu_flavour(student: BEVDetector, quant_config: Any, plan: PrecisionP
     fp32 = export_float(student, work_dir / "qat_fp32.onnx", inputs, quant_config.model)
     calibration_result = calibrate_ranges(dataclasses.replace(quant_config, model=fp32), calibration)
     thresholds = {**calibration_result.thresholds[plan.method], **conv_input_thresholds(student, fp32)}
-    return write_qdq(fp32, out_path, thresholds, plan.node_names(), plan.op_types, CPU, calibration_result.observed)
+    path = write_qdq(fp32, out_path, thresholds, plan.node_names(), plan.op_types, CPU, calibration_result.observed)
+    check_contract(path, student.cfg)
+    return path
 
 
 def full_inputs(feed: dict[str, np.ndarray], cfg: Any, seed: int = 0) -> dict[str, np.ndarray]:
-    """A recorded FRAME_INPUTS feed plus a random previous state with prev_valid = 1."""
+    """A recorded feed (FRAME_INPUTS, and dt / lidar_valid of a v3 model) plus a random previous state
+    with prev_valid = 1: every input of the graph, for export."""
     rng = np.random.default_rng(seed)
     state = rng.uniform(-1, 1, (cfg.C, cfg.Ho, cfg.Wo)).astype(np.float32)
     return {**feed, STATE_INPUT: state, PREV_VALID: np.ones(1, np.float32)}
@@ -440,8 +456,9 @@ def run_qat(cfg: QatConfig, out_dir: Path, export: bool = True) -> QatResult:
     result = QatResult(student, step, history)
     if export and cfg.weight_bits == cfg.activation_bits == 8:
         inputs = full_inputs(calibration[0].feeds[1], teacher.cfg)
-        result.tensorrt_onnx = export_qdq(student, out_dir / "bev_tiny.qat.int8.onnx", inputs, quant_config.model)
+        stem = quant_config.model.stem  # bev_tiny, bev_v3
+        result.tensorrt_onnx = export_qdq(student, out_dir / f"{stem}.qat.int8.onnx", inputs, quant_config.model)
         if plan is not None:
-            result.cpu_onnx = export_cpu_flavour(student, quant_config, plan, out_dir / "bev_tiny.qat.int8_cpu.onnx",
+            result.cpu_onnx = export_cpu_flavour(student, quant_config, plan, out_dir / f"{stem}.qat.int8_cpu.onnx",
                                                  inputs, calibration, out_dir)
     return result

@@ -1,4 +1,5 @@
-"""QAT on the tiny network: ONNX weight loader, plan mapping, VGD terms, export checks, resume."""
+"""QAT on the tiny network: ONNX weight loader, plan mapping, VGD terms, export checks, resume; and on the
+tiny v3 network (dt and lidar_valid inputs, camera-only windows, training-only auxiliary head)."""
 
 import dataclasses
 import importlib.util
@@ -12,11 +13,13 @@ pytest.importorskip("modelopt.torch.quantization", reason="nvidia-modelopt is no
 import onnxruntime as ort  # noqa: E402
 
 from bev_quant_ros.engine.io_check import check_contract, onnx_specs, read_onnx  # noqa: E402
+from bev_quant_ros.model.export import check_contract as check_model_contract  # noqa: E402
 from bev_quant_ros.model.export import compare_with_torch, export_onnx  # noqa: E402
-from bev_quant_ros.model.network import ContractWrapper  # noqa: E402
+from bev_quant_ros.model.network import BEVDetector, ContractWrapper  # noqa: E402
 from bev_quant_ros.model.onnx_weights import detector_from_onnx, module_name_of  # noqa: E402
 from bev_quant_ros.quant import qat  # noqa: E402
-from bev_quant_ros.quant.calib_data import SequenceSetSpec, record_set  # noqa: E402
+from bev_quant_ros.quant.calib_data import MODES, SequenceSetSpec, record_set  # noqa: E402
+from bev_quant_ros.quant.config import QuantConfig  # noqa: E402
 from bev_quant_ros.quant.plan import FloatNode, PrecisionPlan  # noqa: E402
 from bev_quant_ros.quant.qdq import tensorrt_style  # noqa: E402
 
@@ -30,18 +33,40 @@ def calibration(tiny_network_path):
     return record_set(tiny_network_path, SequenceSetSpec(("day",), 1, 3, 50_000))
 
 
-@pytest.fixture(scope="module")
-def sample(calibration, tiny_model_config):
-    """Windows of two recorded frames with a one-object target, batch 1."""
-    cfg = tiny_model_config
+def window_sampler(feeds, cfg):
+    """Windows of the first two recorded frames with a one-object target, batch 1."""
     heatmap = torch.zeros(1, cfg.K, cfg.Ho, cfg.Wo)
     heatmap[0, 0, 5, 7] = 1.0
     mask = torch.zeros(1, cfg.Ho, cfg.Wo)
     mask[0, 5, 7] = 1.0
     frames = [{**qat.tensor_frame(feed), "prev_valid": torch.tensor([[0.0 if i == 0 else 1.0]]),
                "heatmap": heatmap, "box_reg": torch.zeros(1, cfg.R, cfg.Ho, cfg.Wo), "reg_mask": mask}
-              for i, feed in enumerate(calibration[0].feeds[:2])]
+              for i, feed in enumerate(feeds[:2])]
     return lambda: frames
+
+
+@pytest.fixture(scope="module")
+def sample(calibration, tiny_model_config):
+    return window_sampler(calibration[0].feeds, tiny_model_config)
+
+
+@pytest.fixture(scope="module")
+def v3_config(tiny_model_config):
+    return dataclasses.replace(tiny_model_config, network=dataclasses.replace(tiny_model_config.network, version=3),
+                               optional_inputs=("dt", "lidar_valid"))
+
+
+@pytest.fixture(scope="module")
+def v3_network_path(v3_config, tmp_path_factory):
+    """An untrained tiny v3 BEVDetector exported (its auxiliary head is not in the graph)."""
+    torch.manual_seed(0)
+    return export_onnx(BEVDetector(v3_config).eval(), tmp_path_factory.mktemp("tiny_v3") / "v3.onnx")
+
+
+@pytest.fixture(scope="module")
+def v3_calibration(v3_network_path):
+    """One day window recorded fused and camera-only (the same frames, the lidar withheld)."""
+    return record_set(v3_network_path, SequenceSetSpec(("day",), 1, 3, 50_000, MODES))
 
 
 def student_of(path, calibration, plan=None):
@@ -151,3 +176,62 @@ def test_bit_widths_reach_the_quantizers(tiny_network_path, calibration):
     found = qat.quantizers(student)
     assert found["camera_bev.0.weight_quantizer"].num_bits == 4
     assert found["camera_bev.0.input_quantizer"].num_bits == 6
+
+
+# ---- network v3 ----------------------------------------------------------------------------------
+V3_PLAN = PrecisionPlan("v3.onnx", "", "mse", 99.99, ["Conv"], 0.0025,
+                        [FloatNode("/detector/fuse/fuse.0/Conv", "Conv", "")])
+
+
+def quant_config_for(model, tmp_path):
+    spec = SequenceSetSpec(("day",), 1, 3, 50_000, MODES)
+    return QuantConfig(model=model, output=tmp_path / "int8.onnx", plan=tmp_path / "plan.yaml", work_dir=tmp_path,
+                       method="mse", percentile=99.99, bins=2048, calibration=spec, validation=spec,
+                       sensitivity_frames=3, budget_nds=0.005, search_budget_nds=0.0025, op_types=("Conv",))
+
+
+def ort_outputs(path, inputs, **changed):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {**inputs, **{k: np.array([v], np.float32) for k, v in changed.items()}})
+
+
+def test_v3_student_finetunes_and_exports_both_flavours_with_dt_and_lidar_valid(v3_network_path, v3_calibration,
+                                                                               v3_config, tmp_path):
+    teacher = detector_from_onnx(v3_network_path)
+    student = student_of(v3_network_path, v3_calibration, V3_PLAN)
+    found = qat.quantizers(student)
+    assert found["camera_only.0.input_quantizer"].amax > 0  # the camera-only path is calibrated
+    assert not any(q.is_enabled for name, q in found.items() if name.startswith(BEVDetector.TRAINING_ONLY))
+    history, step = qat.finetune(student, teacher, window_sampler(v3_calibration[0].feeds, v3_config), CFG)
+    assert step == 2 and all(np.isfinite(h["loss"]) for h in history)
+    inputs = qat.full_inputs(v3_calibration[0].feeds[1], v3_config)
+    trt = qat.export_qdq(student, tmp_path / "qat.onnx", inputs, v3_network_path)
+    cpu = qat.export_cpu_flavour(student, quant_config_for(v3_network_path, tmp_path), V3_PLAN,
+                                 tmp_path / "qat_cpu.onnx", inputs, v3_calibration, tmp_path)
+    with torch.no_grad():
+        expected = ContractWrapper(student).eval()(*qat.contract_args(inputs, v3_config.input_shapes()))
+    for path in (trt, cpu):
+        names = [i.name for i in read_onnx(path).graph.input]
+        assert names == list(v3_config.input_shapes()) and names[-2:] == ["dt", "lidar_valid"]
+        check_model_contract(path, v3_config)
+        fused, camera_only = ort_outputs(path, inputs), ort_outputs(path, inputs, lidar_valid=0.0)
+        # bev_state: the untrained heads' outputs barely move (heatmap ~ its prior everywhere)
+        assert np.abs(fused[2] - camera_only[2]).max() > 1e-3  # the graph's lidar_valid selects the path
+        assert np.abs(fused[2] - ort_outputs(path, inputs, dt=0.1)[2]).max() > 1e-3  # dt reaches the fusion
+        assert np.abs(fused[0] - expected[0].numpy()).max() < 2e-2  # either flavour: the fine-tuned student
+
+
+def test_v3_fake_quant_student_runs_camera_only_sequences_with_lidar_valid_0(v3_network_path, v3_calibration):
+    student = student_of(v3_network_path, v3_calibration)
+    fused, camera_only = v3_calibration
+    assert camera_only.mode == "camera_only" and all(f["lidar_valid"][0] == 0.0 for f in camera_only.feeds)
+    lidar_claimed = dataclasses.replace(camera_only, feeds=[{**f, "lidar_valid": np.ones(1, np.float32)}
+                                                            for f in camera_only.feeds])
+
+    def states(sequence):
+        """bev_state per frame: the untrained heads' outputs barely move (heatmap ~ its prior everywhere)."""
+        return [out[2] for out in qat.run_sequence(student, sequence)]
+
+    seen = states(camera_only)
+    for other in (states(fused), states(lidar_claimed)):  # the lidar withheld; only lidar_valid changed
+        assert all((a - b).abs().max() > 1e-3 for a, b in zip(seen, other))
