@@ -40,7 +40,7 @@ from bev_quant_ros.quant import assess, qat  # noqa: E402
 from bev_quant_ros.quant.calib_data import RecordedSequence, record_set  # noqa: E402
 from bev_quant_ros.quant.config import QuantConfig, load_quant_config  # noqa: E402
 from bev_quant_ros.quant.plan import PrecisionPlan, read_plan  # noqa: E402
-from bev_quant_ros.quant.report import HELD_OUT_SEED, held_out_sequences  # noqa: E402
+from bev_quant_ros.quant.report import held_out_seed, held_out_sequences  # noqa: E402
 
 CONDITIONS = ("day", "night", "rain", "fog", "glare")  # held-out drives (here and in bench_prune.py)
 # row -> (weight bits, activation bits, honour the plan, loss weights, VGD or None = PTQ only)
@@ -174,7 +174,7 @@ def run_row(bench: Bench, name: str) -> dict:
 
 def held_out_description(modes: list[str], drives: int, frames: int) -> dict:
     """The held-out set as ``held_out_sequences`` records it (seeds per condition, then per drive)."""
-    seeds = [HELD_OUT_SEED + 1000 * i + k for i in range(len(CONDITIONS)) for k in range(drives)]
+    seeds = [held_out_seed(i, k) for i in range(len(CONDITIONS)) for k in range(drives)]
     return {"conditions": list(CONDITIONS), "modes": modes, "drives_per_condition": drives,
             "frames_per_drive": frames, "seeds": seeds}
 

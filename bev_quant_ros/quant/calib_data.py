@@ -250,14 +250,15 @@ def frame_in_mode(frame: DriveFrame, mode: str) -> DriveFrame | None:
 class _WindowRecorder:
     """The windows of one sensor mode, recorded frame by frame through the real pipeline."""
 
-    def __init__(self, config: ModelConfig, drive: Drive, label: str, mode: str, window: int,
+    def __init__(self, config: ModelConfig, drive: Drive, label: str, mode: str, frames_per_sequence: int | None,
                  windows: int | None) -> None:
         self.engine = _RecordingEngine(config)
         decode_config = DecodeConfig(x_range_m=config.x_range_m, y_range_m=config.y_range_m,
                                      class_names=config.classes, score_threshold=0.99)
         self.pipeline = BevPipeline(self.engine, config, drive.rig, decode_config, TemporalState())
         self.drive_name, self.label, self.mode = drive.name, label, mode
-        self.window, self.windows = window, windows
+        self.whole_drive = not frames_per_sequence  # None: one window, kept however long
+        self.window, self.windows = frames_per_sequence or sys.maxsize, windows
         self.sequences: list[RecordedSequence] = []
         self._frames = 0
 
@@ -277,9 +278,9 @@ class _WindowRecorder:
             self.sequences[-1].ground_truth.append(frame.ground_truth)
             self.sequences[-1].gt_num_lidar_points.append(frame.gt_num_lidar_points)
 
-    def complete_windows(self, frames_per_sequence: int | None) -> list[RecordedSequence]:
+    def complete_windows(self) -> list[RecordedSequence]:
         """The windows, a partial last one dropped."""
-        if frames_per_sequence and self.sequences and len(self.sequences[-1]) < frames_per_sequence:
+        if not self.whole_drive and self.sequences and len(self.sequences[-1]) < self.window:
             self.sequences.pop()
         return self.sequences
 
@@ -291,8 +292,7 @@ def record_drive_modes(model_path: str | Path, drive: Drive, condition: str | No
     drive: rendering or decoding a frame is paid once, not once per mode."""
     check_modes(list(windows))
     config = model_config_for_onnx(model_path)
-    window = frames_per_sequence or sys.maxsize  # None: the whole drive is one window
-    recorders = [_WindowRecorder(config, drive, condition or drive.condition, mode, window, wanted)
+    recorders = [_WindowRecorder(config, drive, condition or drive.condition, mode, frames_per_sequence, wanted)
                  for mode, wanted in windows.items()]
     for frame in drive.frames(config):
         for recorder in recorders:
@@ -301,7 +301,7 @@ def record_drive_modes(model_path: str | Path, drive: Drive, condition: str | No
                 recorder.add(moded)
         if all(r.done for r in recorders):
             break  # enough: the rest of the drive is not read
-    return {r.mode: r.complete_windows(frames_per_sequence) for r in recorders}
+    return {r.mode: r.complete_windows() for r in recorders}
 
 
 def record_drive(model_path: str | Path, drive: Drive, condition: str | None = None,

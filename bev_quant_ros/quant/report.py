@@ -126,7 +126,12 @@ def _load(work: Path) -> tuple[Any, dict, list[NodeSensitivity], dict]:
             load_sensitivity(work), json.loads((work / SEARCH_FILE).read_text()))
 
 
-MAX_HELD_OUT_DRIVES = DRIFT_SEED - HELD_OUT_SEED  # drive k of condition i has seed HELD_OUT_SEED + 1000 i + k
+MAX_HELD_OUT_DRIVES = DRIFT_SEED - HELD_OUT_SEED  # drive seeds stay below the drift drive's
+
+
+def held_out_seed(condition_index: int, drive: int) -> int:
+    """The seed of held-out drive ``drive`` of the ``condition_index``-th condition."""
+    return HELD_OUT_SEED + 1000 * condition_index + drive
 
 
 def held_out_sequences(model: Path, conditions: Sequence[str], frames: int,
@@ -136,7 +141,7 @@ def held_out_sequences(model: Path, conditions: Sequence[str], frames: int,
     its group. One 60-frame drive decides a group's NDS by a few detections: more drives, less noise."""
     if not 1 <= drives <= MAX_HELD_OUT_DRIVES:
         raise ConfigError(f"held-out drives per condition must be 1..{MAX_HELD_OUT_DRIVES}, got {drives}")
-    return [record_sequence(model, SynthSpec(c, HELD_OUT_SEED + 1000 * i + k, frames), mode)
+    return [record_sequence(model, SynthSpec(c, held_out_seed(i, k), frames), mode)
             for i, c in enumerate(conditions) for k in range(drives) for mode in modes]
 
 
