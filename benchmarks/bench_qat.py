@@ -5,12 +5,14 @@ the quant config's ``validation.modes``) against ground truth, per group (the co
 "night/camera_only": the same drive with the lidar withheld): FP32; the shipped PTQ INT8 (the quant
 config's ``cpu_output``); modelopt all-INT8 PTQ; QAT INT8 without distillation,
 image-view only, BEV only, both (VGD: the QAT config's loss weights, distillation only), VGD plus the
-detection loss, and all-INT8 VGD (the plan ignored), exported to Q/DQ and run by ONNX Runtime;
+detection loss, VGD quantized progressively (image encoder, then fusion/temporal, then the head), and all-INT8
+VGD (the plan ignored), exported to Q/DQ and run by ONNX Runtime;
 W8A8/W6A6/W4A8/W4A6 PTQ vs QAT+VGD as fake quant in PyTorch (W4/W6 cannot be exported). Each QAT row fine-tunes the
 same number of steps from the same calibration (config/qat_bev_tiny.yaml, v3: config/qat_bev_v3.yaml);
 ``--rows`` picks some; rows are cached in ``--work`` so a rerun continues where it stopped. The worst NDS
 drop vs FP32 is reported over every group and per mode (fused, camera_only). Latency: ONNX Runtime CPU
-at one thread.
+at one thread. Training curves: each QAT row's loss parts (``curve``, bin means) and one figure of them
+(``--curves``, default beside ``--out``).
 
     PYTHONPATH=. python benchmarks/bench_qat.py --out benchmarks/results/qat.json
     PYTHONPATH=. python benchmarks/bench_qat.py --config config/qat_bev_v3.yaml --out benchmarks/results/qat_v3.json
@@ -27,6 +29,7 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -53,6 +56,7 @@ ROWS = {
     "qat_int8_bev_only": (8, 8, True, qat.LossWeights(0.0, 0.0, 1.0)),
     "qat_int8_vgd": (8, 8, True, VGD),
     "qat_int8_vgd_plus_detection": (8, 8, True, qat.LossWeights(1.0, 1.0, 1.0)),
+    "qat_int8_vgd_progressive": (8, 8, True, VGD),  # quantized stage by stage (qat.PROGRESSIVE_STAGES)
     "qat_all_int8_vgd": (8, 8, False, VGD),  # float only where modelopt has no quantizer (Softmax, Add, MatMul)
     "qat_all_int8_vgd_3x_steps": (8, 8, False, VGD),  # the same with 3x the steps (ROW_STEPS_FACTOR)
     "ptq_w6a6": (6, 6, True, None), "qat_vgd_w6a6": (6, 6, True, VGD),
@@ -60,6 +64,37 @@ ROWS = {
     "ptq_w4a6": (4, 6, True, None), "qat_vgd_w4a6": (4, 6, True, VGD),
 }
 ROW_STEPS_FACTOR = {"qat_all_int8_vgd_3x_steps": 3}  # rows fine-tuned this many times the config's steps
+PROGRESSIVE_ROWS = {"qat_int8_vgd_progressive"}  # every other row quantizes all at once
+CURVE_POINTS = 20  # training-curve points per QAT row (means over equal step bins)
+
+
+def loss_curve(history: list[dict[str, float]], points: int = CURVE_POINTS) -> dict[str, list[float]]:
+    """Per-step loss parts as ``points`` bin means per part, with the step each bin ends at."""
+    if not history:
+        return {}
+    bins = np.array_split(np.arange(len(history)), min(points, len(history)))
+    curve: dict[str, list[float]] = {"step": [int(b[-1]) + 1 for b in bins]}
+    for key in history[0]:
+        curve[key] = [round(float(np.mean([history[i][key] for i in b])), 6) for b in bins]
+    return curve
+
+
+def plot_curves(rows: dict[str, dict], path: Path) -> None:
+    """Total fine-tuning loss vs step of every QAT row in one figure (the report's training curves)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, row in rows.items():
+        if row.get("curve"):
+            ax.plot(row["curve"]["step"], row["curve"]["loss"], label=name)
+    ax.set(xlabel="QAT step", ylabel="loss (bin mean)", yscale="log", title="QAT fine-tuning loss per row")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
 
 
 def groups_by_mode(sequences: list[RecordedSequence]) -> dict[str, list[str]]:
@@ -152,10 +187,11 @@ def run_row(bench: Bench, name: str) -> dict:
     entry: dict = {"weight_bits": w_bits, "activation_bits": a_bits, "plan": honour}
     weights = cfg.weights if weights == VGD else weights
     if weights is not None:
-        row_cfg = dataclasses.replace(cfg, weights=weights, steps=cfg.steps * ROW_STEPS_FACTOR.get(name, 1))
+        row_cfg = dataclasses.replace(cfg, weights=weights, steps=cfg.steps * ROW_STEPS_FACTOR.get(name, 1),
+                                      progressive=name in PROGRESSIVE_ROWS)
         history, _ = qat.finetune(student, bench.teacher, bench.training_sample(), row_cfg)
-        entry.update(steps=row_cfg.steps, loss_weights=dataclasses.asdict(weights),
-                     last_loss=history[-1] if history else None)
+        entry.update(steps=row_cfg.steps, loss_weights=dataclasses.asdict(weights), progressive=row_cfg.progressive,
+                     last_loss=history[-1] if history else None, curve=loss_curve(history))
     if w_bits == a_bits == 8 and weights is not None:
         inputs = qat.full_inputs(bench.calibration[0].feeds[1], bench.teacher.cfg)
         onnx_path = qat.export_qdq(student, bench.work / f"{name}.onnx", inputs, model)
@@ -190,6 +226,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--drives", type=int, default=1, help="held-out drives per condition")
     parser.add_argument("--steps", type=int, help="QAT steps per row (default: the config's)")
     parser.add_argument("--rounds", type=int, default=40, help="latency rounds")
+    parser.add_argument("--curves", help="training-curve figure (default: --out with _curves.png)")
     return parser.parse_args()
 
 
@@ -242,6 +279,9 @@ def main() -> int:
         "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": 1},
     }
     write_result(args.out, result, ("worst_nds_drop_points", "worst_nds_drop_points_per_mode", "latency_1_thread"))
+    curves = Path(args.curves or Path(args.out).with_name(f"{Path(args.out).stem}_curves.png"))
+    plot_curves(shown, curves)
+    print(f"wrote {curves}")
     return 0
 
 

@@ -11,7 +11,11 @@ path quantized, against
     loss = w_det * detection loss + w_img * image-view feature distillation (camera encoder
            outputs) + w_bev * BEV distillation (the fused BEV entering the head, and the state)
 
-with the FP32 network as teacher; each term switches off with weight 0.
+with the FP32 network as teacher; each term switches off with weight 0. ``progressive: true`` quantizes
+stage by stage instead (``PROGRESSIVE_STAGES``: image encoder, then fusion/temporal, then the head, equal
+shares of the steps; later stages' quantizers pass values through until theirs starts), for when plain QAT
+is unstable. Every step's loss parts are kept in the checkpoint and written to ``qat_history.json``
+(training curves; a resumed run continues them).
 
 Precision plan mapping (``models/bev_tiny.precision.yaml`` names ONNX nodes): a Conv node's
 scope is its module (``/detector/fuse/fuse.0/Conv`` -> ``fuse.0``; ``onnx_weights.module_name_of``),
@@ -32,11 +36,14 @@ inputs (checked against the model config), and the training-only auxiliary head 
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 import numpy as np
 import torch
@@ -56,8 +63,12 @@ from bev_quant_ros.quant.qdq import copy_model_config, tensorrt_style
 
 LOG = logging.getLogger(__name__)
 CHECKPOINT_NAME = "qat_last.pt"
+HISTORY_NAME = "qat_history.json"  # per-step loss parts of the whole run (training curves), beside the checkpoint
 OPSET = 17
 DISTILL_TAPS = {"img": "image_encoder", "bev": "attention"}  # loss term -> module whose output is distilled
+# Progressive QAT: the quantizers of these module groups switch on in turn (image view, then fusion and
+# temporal), every other quantizer (the head) last; each stage gets an equal share of the steps.
+PROGRESSIVE_STAGES = (("image_encoder", "camera_bev"), ("lidar_bev", "fuse", "camera_only", "temporal", "attention"))
 
 
 @dataclass(frozen=True)
@@ -84,6 +95,7 @@ class QatConfig:
     weight_bits: int = 8
     activation_bits: int = 8
     honour_plan: bool = True  # plan's float convs stay float
+    progressive: bool = False  # quantize stage by stage (PROGRESSIVE_STAGES) instead of all at once
     checkpoint_every_steps: int = 50
     threads: int = 1
     seed: int = 0
@@ -209,6 +221,34 @@ def quantizers(net: nn.Module) -> dict[str, nn.Module]:
     return {name: m for name, m in net.named_modules() if isinstance(m, TensorQuantizer)}
 
 
+@contextmanager
+def quantizers_off(net: nn.Module, keep_on: Callable[[str], bool] = lambda _name: False) -> Iterator[None]:
+    """The enabled quantizers of ``net`` pass values through (except those ``keep_on`` names), then are
+    back on: the quantizer state outside the block (checkpoints, exports) is always the full one."""
+    off = [q for name, q in quantizers(net).items() if q.is_enabled and not keep_on(name)]
+    for q in off:
+        q.disable()
+    try:
+        yield
+    finally:
+        for q in off:
+            q.enable()
+
+
+def progressive_stage(step: int, steps: int) -> int:
+    """Stage of ``step`` (0-based) out of ``len(PROGRESSIVE_STAGES) + 1`` equal shares of ``steps``."""
+    stages = len(PROGRESSIVE_STAGES) + 1
+    return min(stages - 1, step * stages // max(steps, 1))
+
+
+def in_stage(name: str, stage: int | None) -> bool:
+    """Whether quantizer ``name`` is on at progressive ``stage``: its module's group has started (the rest:
+    the last stage); every quantizer is when training is not progressive (``stage`` None)."""
+    if stage is None or stage >= len(PROGRESSIVE_STAGES):
+        return True
+    return any(name.startswith(f"{module}.") for group in PROGRESSIVE_STAGES[:stage + 1] for module in group)
+
+
 class FeatureTaps:
     """Forward hooks keeping the outputs of the distilled modules of the last forward."""
 
@@ -269,14 +309,20 @@ def vgd_window_loss(student: BEVDetector, teacher: BEVDetector, frames: list[dic
     return total, parts
 
 
-def save_checkpoint(path: Path, student: nn.Module, optimizer: torch.optim.Optimizer, step: int) -> None:
-    """Weights, quantizer state (amax, bits) and the step, written atomically."""
+def save_checkpoint(path: Path, student: nn.Module, optimizer: torch.optim.Optimizer, step: int,
+                    history: list[dict[str, float]] | None = None) -> None:
+    """Weights, quantizer state (amax, bits), the step and the loss history so far, written atomically."""
     import modelopt.torch.opt as mto
 
     tmp = path.with_suffix(".tmp")
     torch.save({"modelopt_state": mto.modelopt_state(student), "model": student.state_dict(),
-                "optimizer": optimizer.state_dict(), "step": step}, tmp)
+                "optimizer": optimizer.state_dict(), "step": step, "history": history or []}, tmp)
     tmp.rename(path)
+
+
+def checkpoint_history(path: Path) -> list[dict[str, float]]:
+    """The per-step loss parts a checkpoint holds (older checkpoints: none)."""
+    return list(torch.load(path, map_location="cpu", weights_only=False).get("history", []))
 
 
 def restore_checkpoint(path: Path, net: BEVDetector, optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer]
@@ -294,26 +340,29 @@ def restore_checkpoint(path: Path, net: BEVDetector, optimizer_factory: Callable
 
 def finetune(student: BEVDetector, teacher: BEVDetector, sample: Callable[[], list[dict[str, torch.Tensor]]],
              cfg: QatConfig, out_dir: Path | None = None, optimizer: torch.optim.Optimizer | None = None,
-             start: int = 0) -> tuple[list[dict[str, float]], int]:
-    """Fine-tune to ``cfg.steps`` (resuming at ``start``); per-step loss parts; checkpoints to ``out_dir``."""
+             start: int = 0, earlier: list[dict[str, float]] = ()) -> tuple[list[dict[str, float]], int]:
+    """Fine-tune to ``cfg.steps`` (resuming at ``start`` after the ``earlier`` history); per-step loss parts
+    of the steps run (with the progressive stage when ``cfg.progressive``); checkpoints to ``out_dir``."""
     optimizer = optimizer or make_optimizer(student, cfg.lr)
     teacher.eval()
     student.eval()  # BN is folded: eval changes nothing but keeps any remaining module deterministic
-    history = []
+    history: list[dict[str, float]] = []
     step = start
     with tqdm(total=cfg.steps, initial=start, desc="qat", unit="step") as bar:
         while step < cfg.steps:
-            loss, parts = vgd_window_loss(student, teacher, sample(), cfg.weights)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(student.parameters(), 10.0)
-            optimizer.step()
+            stage = progressive_stage(step, cfg.steps) if cfg.progressive else None
+            with quantizers_off(student, partial(in_stage, stage=stage)):
+                loss, parts = vgd_window_loss(student, teacher, sample(), cfg.weights)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                torch.nn.utils.clip_grad_norm_(student.parameters(), 10.0)
+                optimizer.step()
             step += 1
-            history.append({"loss": float(loss.detach()), **parts})
+            history.append({"loss": float(loss.detach()), **parts, **({"stage": stage} if stage is not None else {})})
             bar.set_postfix(loss=f"{history[-1]['loss']:.4f}")
             bar.update()
             if out_dir is not None and (step % cfg.checkpoint_every_steps == 0 or step == cfg.steps):
-                save_checkpoint(out_dir / CHECKPOINT_NAME, student, optimizer, step)
+                save_checkpoint(out_dir / CHECKPOINT_NAME, student, optimizer, step, [*earlier, *history])
     return history, step
 
 
@@ -351,14 +400,8 @@ def export_qdq(student: BEVDetector, out_path: str | Path, inputs: dict[str, np.
 def export_float(student: BEVDetector, out_path: str | Path, inputs: dict[str, np.ndarray],
                  config_from: str | Path) -> Path:
     """The fine-tuned weights as an FP32 ONNX (quantizers off for the export, then back as they were)."""
-    active = [q for q in quantizers(student).values() if q.is_enabled]
-    for q in active:
-        q.disable()
-    try:
+    with quantizers_off(student):
         path = export_onnx(student, out_path, inputs)
-    finally:
-        for q in active:
-            q.enable()
     copy_model_config(Path(config_from), path)
     return path
 
@@ -443,16 +486,19 @@ def run_qat(cfg: QatConfig, out_dir: Path, export: bool = True) -> QatResult:
     teacher = detector_from_onnx(quant_config.model)
     calibration = record_set(quant_config.model, quant_config.calibration)
     ckpt = out_dir / CHECKPOINT_NAME
+    earlier: list[dict[str, float]] = []
     if ckpt.is_file():
         student, optimizer, start = restore_checkpoint(ckpt, detector_from_onnx(quant_config.model),
                                                        lambda m: make_optimizer(m, cfg.lr))
+        earlier = checkpoint_history(ckpt)[:start]
         LOG.info("resumed from %s at step %d", ckpt, start)
     else:
         student = quantize_student(detector_from_onnx(quant_config.model), calibration, cfg.weight_bits,
                                    cfg.activation_bits, plan)
         optimizer, start = make_optimizer(student, cfg.lr), 0
     sample = training_sampler(cfg, teacher.cfg, start) if start < cfg.steps else list
-    history, step = finetune(student, teacher, sample, cfg, out_dir, optimizer, start)
+    history, step = finetune(student, teacher, sample, cfg, out_dir, optimizer, start, earlier)
+    (out_dir / HISTORY_NAME).write_text(json.dumps([*earlier, *history]) + "\n")
     result = QatResult(student, step, history)
     if export and cfg.weight_bits == cfg.activation_bits == 8:
         inputs = full_inputs(calibration[0].feeds[1], teacher.cfg)

@@ -235,3 +235,36 @@ def test_v3_fake_quant_student_runs_camera_only_sequences_with_lidar_valid_0(v3_
     seen = states(camera_only)
     for other in (states(fused), states(lidar_claimed)):  # the lidar withheld; only lidar_valid changed
         assert all((a - b).abs().max() > 1e-3 for a, b in zip(seen, other))
+
+
+def test_progressive_qat_switches_quantizer_groups_on_in_turn(tiny_network_path, calibration, sample):
+    """Image encoder first, then fusion/temporal, the head last; outside a step every quantizer is on."""
+    student = student_of(tiny_network_path, calibration)
+    before = {name for name, q in qat.quantizers(student).items() if q.is_enabled}
+    seen = []
+
+    def recording_sample():
+        seen.append({name for name, q in qat.quantizers(student).items() if q.is_enabled})
+        return sample()
+
+    history, _ = qat.finetune(student, detector_from_onnx(tiny_network_path), recording_sample,
+                              dataclasses.replace(CFG, steps=3, progressive=True))
+    assert [h["stage"] for h in history] == [0, 1, 2]
+    first, second, third = seen
+    assert first and all(name.startswith(("image_encoder.", "camera_bev.")) for name in first)
+    assert first < second < third == before
+    assert any(name.startswith("fuse.") for name in second) and not any(name.startswith("heatmap_head.")
+                                                                        for name in second)
+    assert {name for name, q in qat.quantizers(student).items() if q.is_enabled} == before
+
+
+def test_the_loss_history_survives_a_resume(tiny_network_path, calibration, sample, tmp_path):
+    teacher = detector_from_onnx(tiny_network_path)
+    first, _ = qat.finetune(student_of(tiny_network_path, calibration), teacher, sample, CFG, tmp_path)
+    ckpt = tmp_path / qat.CHECKPOINT_NAME
+    assert qat.checkpoint_history(ckpt) == first
+    restored, optimizer, start = qat.restore_checkpoint(ckpt, detector_from_onnx(tiny_network_path),
+                                                        lambda m: qat.make_optimizer(m, CFG.lr))
+    more, _ = qat.finetune(restored, teacher, sample, dataclasses.replace(CFG, steps=4), tmp_path, optimizer, start,
+                           first)
+    assert qat.checkpoint_history(ckpt) == first + more and len(more) == 2
