@@ -126,7 +126,8 @@ def run_calibration(config: QuantConfig, plan_path: Path | None = None, refine: 
     start = read_plan(plan_path).node_names() if refine else None
     chosen, steps, fp32, reference = search_plan(
         config.model, thresholds, sensitivity, validation, config.search_budget_nds, config.op_types, config.threads,
-        start=start, reference_score_threshold=config.reference_score_threshold, runner=runner)
+        max_float_nodes=config.max_float_nodes, start=start,
+        reference_score_threshold=config.reference_score_threshold, runner=runner)
     (work / SEARCH_FILE).write_text(json.dumps({"method_errors": errors, "method": method, "reference": reference,
                                                 "fp32": fp32, "steps": [s.__dict__ for s in steps]}, indent=1))
     final = next(s for s in reversed(steps) if sorted(s.float_nodes) == sorted(chosen))

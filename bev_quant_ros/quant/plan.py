@@ -133,10 +133,13 @@ class SearchStep:
     worst_group: str  # the group (condition[/mode]) that lost worst_drop
 
 
+MAX_FLOAT_NODES = 16  # default cap of the greedy phase: each float node costs int8 speed
+
+
 def search_plan(model_path: str | Path, thresholds: Mapping[str, float], sensitivity: Sequence[NodeSensitivity],
                 validation: Sequence[RecordedSequence], budget_nds: float = 0.005,
                 op_types: Sequence[str] = DEFAULT_OP_TYPES, threads: int = 1,
-                max_float_nodes: int = 16, start: Sequence[str] | None = None,
+                max_float_nodes: int = MAX_FLOAT_NODES, start: Sequence[str] | None = None,
                 reference_score_threshold: float = assess.REFERENCE_SCORE_THRESHOLD, runner: Runner | None = None
                 ) -> tuple[list[str], list[SearchStep], dict[str, dict[str, float]], str]:
     """Greedy search, or with ``start`` the prune pass over those float nodes (module docstring);

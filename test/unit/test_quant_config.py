@@ -28,6 +28,7 @@ def test_shipped_config_is_balanced_and_disjoint_from_training_and_held_out_seed
     (("calibration", "bins"), 1000, "bins"),
     (("budget_nds",), -1, "budget_nds"),
     (("search_budget_nds",), 0.01, "search_budget_nds"),
+    (("max_float_nodes",), -1, "max_float_nodes"),
 ])
 def test_bad_values_are_named(tmp_path, key, value, message):
     doc = yaml.safe_load(SHIPPED.read_text())
@@ -39,6 +40,12 @@ def test_bad_values_are_named(tmp_path, key, value, message):
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(ConfigError, match=message):
         load_quant_config(path, root=ROOT)
+
+
+def test_v3_config_caps_the_float_nodes_for_speed():
+    config = load_quant_config(ROOT / "config" / "quant_bev_v3.yaml", root=ROOT)
+    assert config.max_float_nodes == 6 and "glare" in config.calibration.conditions
+    assert load_quant_config(SHIPPED, root=ROOT).max_float_nodes == 16  # the default
 
 
 def test_missing_section_is_named(tmp_path):
