@@ -40,7 +40,7 @@ from bev_quant_ros.quant.plan import (
     write_plan,
 )
 from bev_quant_ros.quant.qdq import CPU, calibration_tensors, load_checked
-from bev_quant_ros.quant.ranges import METHODS, compute_thresholds
+from bev_quant_ros.quant.ranges import METHODS, compute_thresholds, group_max_thresholds
 from bev_quant_ros.quant.sensitivity import NodeSensitivity, measure_sensitivity, method_errors
 
 LOG = logging.getLogger(__name__)
@@ -68,7 +68,10 @@ def calibrate_ranges(config: QuantConfig, sequences: list[RecordedSequence] | No
     stats = (collect_activation_stats(model, sequences, tensors, config.bins) if runner is None
              else parallel_activation_stats(config.model, sequences, tensors, runner, config.bins))
     merged = merge_conditions(stats)
-    thresholds = {m: compute_thresholds(merged, m, config.percentile) for m in METHODS}
+    if config.group_ranges == "max":
+        thresholds = {m: group_max_thresholds(stats, m, config.percentile) for m in METHODS}
+    else:
+        thresholds = {m: compute_thresholds(merged, m, config.percentile) for m in METHODS}
     observed = {name: (s.minimum, s.maximum) for name, s in merged.items()}
     # the normalised image's range is known exactly: no method may clip it (quant/bounded.py)
     exact = {name: r for name, r in bounded_tensor_ranges(model, INPUT_VALUE_RANGES).items() if name in observed}

@@ -22,7 +22,7 @@ from bev_quant_ros.quant.assess import REFERENCE_SCORE_THRESHOLD
 from bev_quant_ros.quant.calib_data import DEFAULT_MODES, DriveSetSpec, DriveSource, SequenceSet, SequenceSetSpec
 from bev_quant_ros.quant.plan import MAX_FLOAT_NODES
 from bev_quant_ros.quant.qdq import DEFAULT_OP_TYPES
-from bev_quant_ros.quant.ranges import METHODS
+from bev_quant_ros.quant.ranges import GROUP_RANGES, METHODS
 from bev_quant_ros.sim.ground_truth import GT_TOPIC
 
 AUTO_METHOD = "auto"  # pick the method with the smallest all-INT8 output error on the validation frames
@@ -47,6 +47,7 @@ class QuantConfig:
     cpu_output: Path | None = None  # same plan and ranges, ONNX Runtime CPU flavour (quant/qdq.py)
     reference_score_threshold: float = REFERENCE_SCORE_THRESHOLD  # FP32 detections kept as reference (assess.py)
     max_float_nodes: int = MAX_FLOAT_NODES  # the greedy search keeps at most this many float (latency bound)
+    group_ranges: str = "merged"  # clip points from pooled statistics, or "max" of each group's own (ranges.py)
 
 
 TOP_KEYS = frozenset({"model", "output", "cpu_output", "plan", "work_dir", "threads", "calibration", "validation",
@@ -55,7 +56,7 @@ TOP_KEYS = frozenset({"model", "output", "cpu_output", "plan", "work_dir", "thre
 SYNTH_KEYS = frozenset({"conditions", "sequences_per_condition", "frames_per_sequence", "seed_base", "modes"})
 DRIVE_KEYS = frozenset({"drives", "sequences_per_condition", "frames_per_sequence", "params", "namespace",
                         "gt_topic", "modes"})
-SECTION_KEYS = {"calibration": frozenset({"method", "percentile", "bins"}),
+SECTION_KEYS = {"calibration": frozenset({"method", "percentile", "bins", "group_ranges"}),
                 "validation": frozenset({"sensitivity_frames"})}
 
 
@@ -136,7 +137,8 @@ def load_quant_config(path: str | Path, root: str | Path | None = None) -> Quant
             op_types=tuple(doc.get("op_types", DEFAULT_OP_TYPES)), threads=int(doc.get("threads", 1)),
             cpu_output=base / doc["cpu_output"] if doc.get("cpu_output") else None,
             reference_score_threshold=float(doc.get("reference_score_threshold", REFERENCE_SCORE_THRESHOLD)),
-            max_float_nodes=int(doc.get("max_float_nodes", MAX_FLOAT_NODES)))
+            max_float_nodes=int(doc.get("max_float_nodes", MAX_FLOAT_NODES)),
+            group_ranges=str(calibration.get("group_ranges", "merged")))
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"quantization config {path} lacks {exc}") from None
     if config.method not in (*METHODS, AUTO_METHOD):
@@ -149,6 +151,9 @@ def load_quant_config(path: str | Path, root: str | Path | None = None) -> Quant
     if not 0.0 < config.reference_score_threshold < 1.0:
         raise ConfigError(f"{path}: reference_score_threshold must be in (0, 1), got "
                           f"{config.reference_score_threshold}")
+    if config.group_ranges not in GROUP_RANGES:
+        raise ConfigError(f"{path}: calibration.group_ranges must be one of {GROUP_RANGES}, got "
+                          f"'{config.group_ranges}'")
     if config.max_float_nodes < 0:
         raise ConfigError(f"{path}: max_float_nodes must be >= 0, got {config.max_float_nodes}")
     if not 0 <= config.search_budget_nds <= config.budget_nds:

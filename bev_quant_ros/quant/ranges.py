@@ -22,6 +22,7 @@ from bev_quant_ros.errors import CalibrationError, ConfigError
 from bev_quant_ros.quant.histogram import TensorStats
 
 METHODS = ("minmax", "entropy", "percentile", "mse")
+GROUP_RANGES = ("merged", "max")  # clip points from the pooled statistics, or the largest of each group's own
 LEVELS = 127  # symmetric signed int8: q in [-127, 127]
 _QUANTIZED_BINS = LEVELS + 1  # |x| levels 0..127
 _MIN_THRESHOLD = 1e-6
@@ -113,3 +114,16 @@ def compute_thresholds(stats: Mapping[str, TensorStats], method: str,
         except CalibrationError as exc:
             raise CalibrationError(f"tensor '{name}': {exc}") from None
     return result
+
+
+def group_max_thresholds(groups: Mapping[str, Mapping[str, TensorStats]], method: str,
+                         percentile: float = 99.99) -> dict[str, float]:
+    """Per tensor, the largest of the clip points each calibration group (condition[/mode]) gets from
+    its own statistics. Why: on pooled statistics the many small night activations pull an mse clip
+    point below what daylight frames need (v3's image encoder: 12.5 balanced vs 14.1 day-only), so
+    a balanced calibration lost to a day-only one on day; with the group maximum no condition is
+    clipped below its own optimum."""
+    per_group = [compute_thresholds(stats, method, percentile) for stats in groups.values()]
+    if not per_group:
+        raise CalibrationError("no calibration group has statistics")
+    return {name: max(t[name] for t in per_group if name in t) for name in per_group[0]}

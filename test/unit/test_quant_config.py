@@ -29,6 +29,7 @@ def test_shipped_config_is_balanced_and_disjoint_from_training_and_held_out_seed
     (("budget_nds",), -1, "budget_nds"),
     (("search_budget_nds",), 0.01, "search_budget_nds"),
     (("max_float_nodes",), -1, "max_float_nodes"),
+    (("calibration", "group_ranges"), "min", "group_ranges"),
 ])
 def test_bad_values_are_named(tmp_path, key, value, message):
     doc = yaml.safe_load(SHIPPED.read_text())

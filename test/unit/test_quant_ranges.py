@@ -6,7 +6,7 @@ import pytest
 from bev_quant_ros.errors import CalibrationError, ConfigError
 from bev_quant_ros.quant.histogram import TensorStats
 from bev_quant_ros.quant.outliers import range_row
-from bev_quant_ros.quant.ranges import METHODS, compute_thresholds, threshold
+from bev_quant_ros.quant.ranges import METHODS, compute_thresholds, group_max_thresholds, threshold
 
 
 def gaussian_with_outliers(seed: int = 0) -> np.ndarray:
@@ -111,3 +111,16 @@ def test_outlier_row_flags_heavy_tails():
     assert row.bulk_levels_minmax < 127 / 4
     clean = range_row("t", "all", _stats(np.random.default_rng(3).uniform(-1, 1, 100_000)))
     assert not clean.outlier_dominated
+
+
+def test_group_max_keeps_each_groups_own_clip_point_where_pooling_lowers_it():
+    """Many small "night" values pull the pooled mse clip point below the "day" group's own one."""
+    rng = np.random.default_rng(1)
+    day, night = _stats(rng.standard_normal(20_000) * 4.0), _stats(rng.standard_normal(200_000) * 0.5)
+    groups = {"day": {"t": day}, "night": {"t": night}}
+    own = {g: threshold(s["t"], "mse") for g, s in groups.items()}
+    pooled = threshold(day.merged(night), "mse")
+    assert pooled < own["day"]  # the scenario-shift case
+    assert group_max_thresholds(groups, "mse") == {"t": max(own.values())} == {"t": own["day"]}
+    with pytest.raises(CalibrationError, match="no calibration group"):
+        group_max_thresholds({}, "mse")
