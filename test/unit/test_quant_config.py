@@ -46,6 +46,7 @@ def test_bad_values_are_named(tmp_path, key, value, message):
 def test_v3_config_caps_the_float_nodes_for_speed():
     config = load_quant_config(ROOT / "config" / "quant_bev_v3.yaml", root=ROOT)
     assert config.max_float_nodes == 6 and "glare" in config.calibration.conditions
+    assert config.group_ranges == "max"
     assert load_quant_config(SHIPPED, root=ROOT).max_float_nodes == 16  # the default
 
 
