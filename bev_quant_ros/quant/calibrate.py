@@ -68,10 +68,8 @@ def calibrate_ranges(config: QuantConfig, sequences: list[RecordedSequence] | No
     stats = (collect_activation_stats(model, sequences, tensors, config.bins) if runner is None
              else parallel_activation_stats(config.model, sequences, tensors, runner, config.bins))
     merged = merge_conditions(stats)
-    if config.group_ranges == "max":
-        thresholds = {m: group_max_thresholds(stats, m, config.percentile) for m in METHODS}
-    else:
-        thresholds = {m: compute_thresholds(merged, m, config.percentile) for m in METHODS}
+    thresholds = {m: group_max_thresholds(stats, m, config.percentile) if config.group_ranges == "max"
+                  else compute_thresholds(merged, m, config.percentile) for m in METHODS}
     observed = {name: (s.minimum, s.maximum) for name, s in merged.items()}
     # the normalised image's range is known exactly: no method may clip it (quant/bounded.py)
     exact = {name: r for name, r in bounded_tensor_ranges(model, INPUT_VALUE_RANGES).items() if name in observed}

@@ -126,4 +126,4 @@ def group_max_thresholds(groups: Mapping[str, Mapping[str, TensorStats]], method
     per_group = [compute_thresholds(stats, method, percentile) for stats in groups.values()]
     if not per_group:
         raise CalibrationError("no calibration group has statistics")
-    return {name: max(t[name] for t in per_group if name in t) for name in per_group[0]}
+    return {name: max(t[name] for t in per_group) for name in per_group[0]}
