@@ -1,12 +1,13 @@
 """Pruning + quantization benchmark (issue 16): accuracy vs latency, unpruned vs channel-pruned.
 
-Rows on bench_qat's held-out drives (seeds >= 100000, one drive per condition) against ground
-truth: FP32 and the shipped PTQ INT8 (CPU flavour) of models/bev_tiny.onnx; the network pruned
-to half its image-encoder and state channels (`bev-quant prune`) and fine-tuned
-(config/train_bev_tiny_p50.yaml) in FP32, PTQ INT8 with the shipped plan (same node names;
-config/quant_bev_tiny_p50.yaml, both flavours) and QAT+VGD INT8 (teacher: the pruned FP32;
-config/qat_bev_tiny.yaml's recipe on the pruned model). Latency: ONNX Runtime CPU at one
-thread, every model side by side in one run (bench_quant.latency), ratios to unpruned FP32.
+Rows on bench_qat's held-out drives (seeds >= 100000, one drive per condition, recorded in every
+mode of the quant config's validation modes: v3 also camera-only) against ground truth: FP32 and
+the shipped PTQ INT8 (CPU flavour) of models/<model>.onnx; the network pruned to half its
+image-encoder and state channels (`bev-quant prune`) and fine-tuned (config/train_<model>_p50.yaml)
+in FP32, PTQ INT8 with the shipped plan (same node names; config/quant_<model>_p50.yaml, both
+flavours) and QAT+VGD INT8 (teacher: the pruned FP32; the model's QAT recipe on the pruned model).
+Latency: ONNX Runtime CPU at one thread, every model side by side in one run
+(bench_quant.latency), ratios to unpruned FP32. For v3 replace bev_tiny by bev_v3 and add --model bev_v3:
 
     bev-quant prune --model models/bev_tiny.onnx --keep 0.5 --out .cache/prune/bev_tiny_p50_init.onnx
     bev-quant train --config config/train_bev_tiny_p50.yaml --out .cache/train_bev_tiny_p50
@@ -18,6 +19,7 @@ thread, every model side by side in one run (bench_quant.latency), ratios to unp
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import platform
 import sys
 import time
@@ -28,26 +30,36 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.bench_qat import CONDITIONS, score, worst_drop_points, write_result  # noqa: E402
+from benchmarks.bench_qat import CONDITIONS, groups_by_mode, score, worst_drops, write_result  # noqa: E402
 from benchmarks.bench_quant import latency  # noqa: E402
-from bev_quant_ros.drives.synth import SynthSpec  # noqa: E402
 from bev_quant_ros.model.onnx_weights import detector_from_onnx  # noqa: E402
 from bev_quant_ros.quant import assess, qat  # noqa: E402
-from bev_quant_ros.quant.calib_data import record_sequence, record_set  # noqa: E402
+from bev_quant_ros.quant.calib_data import record_set  # noqa: E402
 from bev_quant_ros.quant.config import load_quant_config  # noqa: E402
 from bev_quant_ros.quant.plan import read_plan  # noqa: E402
-
-UNPRUNED_QUANT = "config/quant_bev_tiny.yaml"
-PRUNED_QUANT = "config/quant_bev_tiny_p50.yaml"
-PRUNED_TRAIN = "config/train_bev_tiny_p50.yaml"
-SHIPPED_PLAN = ROOT / "models" / "bev_tiny.precision.yaml"  # applied to the pruned model (same node names)
+from bev_quant_ros.quant.report import held_out_sequences  # noqa: E402
 
 
-def pruned_qat(qat_config: str, work: Path) -> tuple[Path, Path, float]:
+@dataclasses.dataclass(frozen=True)
+class PruneSetup:
+    """The configs of one model's pruning rows; the unpruned PTQ config's plan is applied to the pruned model."""
+
+    unpruned_quant: str
+    pruned_quant: str
+    pruned_train: str
+    qat: str  # the QAT recipe (steps, loss weights), run on the pruned model
+
+
+SETUPS = {stem: PruneSetup(f"config/quant_{stem}.yaml", f"config/quant_{stem}_p50.yaml",
+                           f"config/train_{stem}_p50.yaml", f"config/qat_{stem}.yaml")
+          for stem in ("bev_tiny", "bev_v3")}
+
+
+def pruned_qat(setup: PruneSetup, work: Path) -> tuple[Path, Path, float]:
     """QAT+VGD of the pruned model, both flavours exported; -> (TensorRT flavour, CPU flavour, last loss)."""
-    cfg = qat.load_qat_config(qat_config, quant_config=PRUNED_QUANT, train_config=PRUNED_TRAIN)  # its VGD weights
+    cfg = qat.load_qat_config(setup.qat, quant_config=setup.pruned_quant, train_config=setup.pruned_train)
     quant_config = load_quant_config(cfg.quant_config)
-    plan = read_plan(SHIPPED_PLAN)
+    plan = read_plan(load_quant_config(setup.unpruned_quant).plan)  # same node names
     calibration = record_set(quant_config.model, quant_config.calibration)
     teacher = detector_from_onnx(quant_config.model)
     student = qat.quantize_student(detector_from_onnx(quant_config.model), calibration, 8, 8, plan)
@@ -61,43 +73,46 @@ def pruned_qat(qat_config: str, work: Path) -> tuple[Path, Path, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--qat-config", default="config/qat_bev_tiny.yaml", help="the QAT recipe (steps, loss)")
+    parser.add_argument("--model", choices=list(SETUPS), default="bev_tiny", help="the unpruned model's stem")
     parser.add_argument("--out", default="benchmarks/results/prune.json")
-    parser.add_argument("--work", default=".cache/bench_prune")
+    parser.add_argument("--work", help="default .cache/bench_prune (bev_tiny), .cache/bench_prune_<model>")
     parser.add_argument("--frames", type=int, default=24, help="held-out frames per condition")
     parser.add_argument("--rounds", type=int, default=60, help="latency rounds")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    work = Path(args.work)
+    setup = SETUPS[args.model]
+    work = Path(args.work or (".cache/bench_prune" if args.model == "bev_tiny" else f".cache/bench_prune_{args.model}"))
     work.mkdir(parents=True, exist_ok=True)
-    unpruned, pruned = load_quant_config(UNPRUNED_QUANT), load_quant_config(PRUNED_QUANT)
+    unpruned, pruned = load_quant_config(setup.unpruned_quant), load_quant_config(setup.pruned_quant)
     if not pruned.cpu_output.is_file():
         print(f"missing {pruned.cpu_output}: run the commands in this script's docstring first", file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    trt_qat, cpu_qat, qat_loss = pruned_qat(args.qat_config, work)
+    trt_qat, cpu_qat, qat_loss = pruned_qat(setup, work)
     qat_seconds = time.monotonic() - t0
     models = {"fp32": unpruned.model, "ptq_int8_cpu": unpruned.cpu_output,
               "pruned_fp32": pruned.model, "pruned_ptq_int8_cpu": pruned.cpu_output,
               "pruned_ptq_int8_tensorrt_flavour": pruned.output,
               "pruned_qat_vgd_int8_cpu": cpu_qat, "pruned_qat_vgd_int8_tensorrt_flavour": trt_qat}
     # pruning changes only the state width inside the engine: the frame inputs are the same for every model
-    held_out = [record_sequence(unpruned.model, SynthSpec(c, 100_000 + 1000 * i, args.frames))
-                for i, c in enumerate(CONDITIONS)]
+    held_out = held_out_sequences(unpruned.model, CONDITIONS, args.frames, unpruned.validation.modes)
     rows = {}
     for name, path in models.items():
         rows[name] = score(assess.run_model(path, held_out), held_out)
         print(f"{name}: NDS all {rows[name]['all']['NDS']:.4f}", flush=True)
-    fp32 = rows["fp32"]
+    fp32, modes = rows["fp32"], groups_by_mode(held_out)
+    drops = {name: worst_drops(fp32, r, modes) for name, r in rows.items()}
     cpu_models = {k: v for k, v in models.items() if "tensorrt" not in k}  # the CPU runs the u8 flavour
     feeds = [f for s in held_out for f in s.feeds]
     result = {
-        "held_out": {"conditions": list(CONDITIONS), "frames_per_condition": args.frames,
+        "model": str(unpruned.model.relative_to(ROOT)),
+        "held_out": {"conditions": list(CONDITIONS), "modes": list(modes), "frames_per_condition": args.frames,
                      "seeds": [100_000 + 1000 * i for i in range(len(CONDITIONS))]},
-        "pruning": {"keep": 0.5, "train_config": PRUNED_TRAIN, "quant_config": PRUNED_QUANT,
-                    "qat_config": args.qat_config, "qat_seconds": round(qat_seconds, 1), "qat_last_loss": qat_loss},
+        "pruning": {"keep": 0.5, "train_config": setup.pruned_train, "quant_config": setup.pruned_quant,
+                    "qat_config": setup.qat, "qat_seconds": round(qat_seconds, 1), "qat_last_loss": qat_loss},
         "rows": rows,
-        "worst_nds_drop_points_vs_unpruned_fp32": {name: worst_drop_points(fp32, r) for name, r in rows.items()},
+        "worst_nds_drop_points_vs_unpruned_fp32": {name: d["all"] for name, d in drops.items()},
+        "worst_nds_drop_points_per_mode": {name: {m: d[m] for m in modes} for name, d in drops.items()},
         "latency_1_thread": latency(cpu_models, feeds, threads=1, rounds=args.rounds),
         "machine": {"cpu": platform.processor() or platform.machine(), "threads": 1},
     }

@@ -50,6 +50,22 @@ def test_v3_config_caps_the_float_nodes_for_speed():
     assert load_quant_config(SHIPPED, root=ROOT).max_float_nodes == 16  # the default
 
 
+def test_v3_int8_models_keep_both_softmaxes_float():
+    """Their logits stay float: the attention Softmax in int8 cost the TensorRT flavour 3 NDS points
+    camera-only (config comment); their outputs may still be int8 where an int8 MatMul/Concat reads them."""
+    import onnx
+
+    config = load_quant_config(ROOT / "config" / "quant_bev_v3.yaml", root=ROOT)
+    assert "Softmax" not in config.op_types
+    for path in (config.output, config.cpu_output):
+        graph = onnx.load(str(path)).graph
+        producer = {out: node.op_type for node in graph.node for out in node.output}
+        softmaxes = [node for node in graph.node if node.op_type == "Softmax"]
+        assert len(softmaxes) == 2, path
+        for node in softmaxes:
+            assert producer[node.input[0]] != "DequantizeLinear", (path, node.name)
+
+
 def test_missing_section_is_named(tmp_path):
     doc = yaml.safe_load(SHIPPED.read_text())
     del doc["validation"]
