@@ -55,11 +55,12 @@ SETUPS = {stem: PruneSetup(f"config/quant_{stem}.yaml", f"config/quant_{stem}_p5
           for stem in ("bev_tiny", "bev_v3")}
 
 
-def pruned_qat(setup: PruneSetup, work: Path) -> tuple[Path, Path, float]:
-    """QAT+VGD of the pruned model, both flavours exported; -> (TensorRT flavour, CPU flavour, last loss)."""
+def pruned_qat(setup: PruneSetup, plan_path: Path, work: Path) -> tuple[Path, Path, float]:
+    """QAT+VGD of the pruned model with the unpruned model's plan (same node names), both flavours
+    exported; -> (TensorRT flavour, CPU flavour, last loss)."""
     cfg = qat.load_qat_config(setup.qat, quant_config=setup.pruned_quant, train_config=setup.pruned_train)
     quant_config = load_quant_config(cfg.quant_config)
-    plan = read_plan(load_quant_config(setup.unpruned_quant).plan)  # same node names
+    plan = read_plan(plan_path)
     calibration = record_set(quant_config.model, quant_config.calibration)
     teacher = detector_from_onnx(quant_config.model)
     student = qat.quantize_student(detector_from_onnx(quant_config.model), calibration, 8, 8, plan)
@@ -88,7 +89,7 @@ def main() -> int:
         print(f"missing {pruned.cpu_output}: run the commands in this script's docstring first", file=sys.stderr)
         return 2
     t0 = time.monotonic()
-    trt_qat, cpu_qat, qat_loss = pruned_qat(setup, work)
+    trt_qat, cpu_qat, qat_loss = pruned_qat(setup, unpruned.plan, work)
     qat_seconds = time.monotonic() - t0
     models = {"fp32": unpruned.model, "ptq_int8_cpu": unpruned.cpu_output,
               "pruned_fp32": pruned.model, "pruned_ptq_int8_cpu": pruned.cpu_output,

@@ -113,14 +113,26 @@ def _spec(doc: Any, where: str, section: str, base: Path) -> SequenceSet:
                           f"({exc!r})") from None
 
 
-def load_quant_config(path: str | Path, root: str | Path | None = None) -> QuantConfig:
-    """Parse and validate; relative paths are resolved against `root` (default: the current directory)."""
-    path = Path(path)
-    base = Path(root) if root is not None else Path.cwd()
+def _read_doc(path: Path, base: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """The YAML of ``path``; with ``extends: other.yaml`` (relative to ``base``) that file's keys first,
+    each top-level key of ``path`` replacing the one it names (a variant config states only what differs)."""
     try:
         doc = yaml.safe_load(path.read_text())
     except (OSError, yaml.YAMLError) as exc:
         raise ConfigError(f"cannot read quantization config {path}: {exc}") from exc
+    if not isinstance(doc, dict) or "extends" not in doc:
+        return doc
+    parent = base / doc.pop("extends")
+    if parent.resolve() in seen:
+        raise ConfigError(f"{path}: extends {parent} again (a cycle)")
+    return {**_read_doc(parent, base, (*seen, path.resolve())), **doc}
+
+
+def load_quant_config(path: str | Path, root: str | Path | None = None) -> QuantConfig:
+    """Parse and validate; relative paths are resolved against `root` (default: the current directory)."""
+    path = Path(path)
+    base = Path(root) if root is not None else Path.cwd()
+    doc = _read_doc(path, base)
     _unknown(doc, TOP_KEYS, str(path))
     try:
         calibration = doc["calibration"]
