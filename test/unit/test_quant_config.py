@@ -66,12 +66,16 @@ def test_v3_int8_models_keep_both_softmaxes_float():
             assert producer[node.input[0]] != "DequantizeLinear", (path, node.name)
 
 
-def test_a_variant_config_extends_another_and_replaces_only_its_own_keys(tmp_path):
-    pruned = load_quant_config(ROOT / "config" / "quant_bev_v3_p50.yaml", root=ROOT)
-    v3 = load_quant_config(ROOT / "config" / "quant_bev_v3.yaml", root=ROOT)
-    assert pruned.model == ROOT / ".cache/prune/bev_v3_p50.onnx" and pruned.work_dir == ROOT / ".cache/quant_bev_v3_p50"
-    assert (pruned.calibration, pruned.validation, pruned.op_types, pruned.group_ranges, pruned.max_float_nodes) == (
-        v3.calibration, v3.validation, v3.op_types, v3.group_ranges, v3.max_float_nodes)
+@pytest.mark.parametrize("model", ["bev_v3", "bev_tiny"])
+def test_a_variant_config_extends_another_and_replaces_only_its_own_keys(tmp_path, model):
+    pruned = load_quant_config(ROOT / "config" / f"quant_{model}_p50.yaml", root=ROOT)
+    parent = load_quant_config(ROOT / "config" / f"quant_{model}.yaml", root=ROOT)
+    assert pruned.model == ROOT / f".cache/prune/{model}_p50.onnx"
+    assert pruned.work_dir == ROOT / f".cache/quant_{model}_p50"
+    assert (pruned.calibration, pruned.validation, pruned.op_types, pruned.group_ranges, pruned.max_float_nodes,
+            pruned.method, pruned.budget_nds) == (
+        parent.calibration, parent.validation, parent.op_types, parent.group_ranges, parent.max_float_nodes,
+        parent.method, parent.budget_nds)
     (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
     with pytest.raises(ConfigError, match="cycle"):
