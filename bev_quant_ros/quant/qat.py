@@ -326,8 +326,9 @@ def checkpoint_history(path: Path) -> list[dict[str, float]]:
 
 
 def restore_checkpoint(path: Path, net: BEVDetector, optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer]
-                       ) -> tuple[BEVDetector, torch.optim.Optimizer, int]:
-    """The student of a checkpoint (``net`` is a fresh FP32 network of the same config)."""
+                       ) -> tuple[BEVDetector, torch.optim.Optimizer, int, list[dict[str, float]]]:
+    """The student of a checkpoint (``net`` is a fresh FP32 network of the same config), its optimizer,
+    step, and the loss history of the steps up to it (read once: the file holds every tensor)."""
     import modelopt.torch.opt as mto
 
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
@@ -335,7 +336,8 @@ def restore_checkpoint(path: Path, net: BEVDetector, optimizer_factory: Callable
     student.load_state_dict(ckpt["model"])
     optimizer = optimizer_factory(student)
     optimizer.load_state_dict(ckpt["optimizer"])
-    return student, optimizer, int(ckpt["step"])
+    step = int(ckpt["step"])
+    return student, optimizer, step, list(ckpt.get("history", []))[:step]
 
 
 def finetune(student: BEVDetector, teacher: BEVDetector, sample: Callable[[], list[dict[str, torch.Tensor]]],
@@ -488,9 +490,8 @@ def run_qat(cfg: QatConfig, out_dir: Path, export: bool = True) -> QatResult:
     ckpt = out_dir / CHECKPOINT_NAME
     earlier: list[dict[str, float]] = []
     if ckpt.is_file():
-        student, optimizer, start = restore_checkpoint(ckpt, detector_from_onnx(quant_config.model),
-                                                       lambda m: make_optimizer(m, cfg.lr))
-        earlier = checkpoint_history(ckpt)[:start]
+        student, optimizer, start, earlier = restore_checkpoint(ckpt, detector_from_onnx(quant_config.model),
+                                                                lambda m: make_optimizer(m, cfg.lr))
         LOG.info("resumed from %s at step %d", ckpt, start)
     else:
         student = quantize_student(detector_from_onnx(quant_config.model), calibration, cfg.weight_bits,

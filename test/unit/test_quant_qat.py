@@ -159,10 +159,10 @@ def test_resume_continues_the_step_count(tiny_network_path, calibration, sample,
     student = student_of(tiny_network_path, calibration)
     history, step = qat.finetune(student, teacher, sample, CFG, tmp_path)
     assert step == 2 and len(history) == 2
-    restored, optimizer, start = qat.restore_checkpoint(tmp_path / qat.CHECKPOINT_NAME,
-                                                        detector_from_onnx(tiny_network_path),
-                                                        lambda m: qat.make_optimizer(m, CFG.lr))
-    assert start == 2
+    restored, optimizer, start, earlier = qat.restore_checkpoint(tmp_path / qat.CHECKPOINT_NAME,
+                                                                 detector_from_onnx(tiny_network_path),
+                                                                 lambda m: qat.make_optimizer(m, CFG.lr))
+    assert start == 2 and earlier == history
     assert torch.equal(restored.camera_bev[0].weight, student.camera_bev[0].weight)
     assert torch.equal(qat.quantizers(restored)["camera_bev.0.input_quantizer"].amax,
                        qat.quantizers(student)["camera_bev.0.input_quantizer"].amax)
@@ -263,8 +263,9 @@ def test_the_loss_history_survives_a_resume(tiny_network_path, calibration, samp
     first, _ = qat.finetune(student_of(tiny_network_path, calibration), teacher, sample, CFG, tmp_path)
     ckpt = tmp_path / qat.CHECKPOINT_NAME
     assert qat.checkpoint_history(ckpt) == first
-    restored, optimizer, start = qat.restore_checkpoint(ckpt, detector_from_onnx(tiny_network_path),
-                                                        lambda m: qat.make_optimizer(m, CFG.lr))
+    restored, optimizer, start, earlier = qat.restore_checkpoint(ckpt, detector_from_onnx(tiny_network_path),
+                                                                 lambda m: qat.make_optimizer(m, CFG.lr))
+    assert earlier == first
     more, _ = qat.finetune(restored, teacher, sample, dataclasses.replace(CFG, steps=4), tmp_path, optimizer, start,
-                           first)
+                           earlier)
     assert qat.checkpoint_history(ckpt) == first + more and len(more) == 2
