@@ -320,15 +320,10 @@ def save_checkpoint(path: Path, student: nn.Module, optimizer: torch.optim.Optim
     tmp.rename(path)
 
 
-def checkpoint_history(path: Path) -> list[dict[str, float]]:
-    """The per-step loss parts a checkpoint holds (older checkpoints: none)."""
-    return list(torch.load(path, map_location="cpu", weights_only=False).get("history", []))
-
-
 def restore_checkpoint(path: Path, net: BEVDetector, optimizer_factory: Callable[[nn.Module], torch.optim.Optimizer]
                        ) -> tuple[BEVDetector, torch.optim.Optimizer, int, list[dict[str, float]]]:
     """The student of a checkpoint (``net`` is a fresh FP32 network of the same config), its optimizer,
-    step, and the loss history of the steps up to it (read once: the file holds every tensor)."""
+    step, and the per-step loss parts up to it (older checkpoints: none)."""
     import modelopt.torch.opt as mto
 
     ckpt = torch.load(path, map_location="cpu", weights_only=False)
