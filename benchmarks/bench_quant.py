@@ -35,7 +35,7 @@ sys.path.insert(0, str(ROOT))
 from bev_quant_ros.drives.synth import SynthSpec  # noqa: E402
 from bev_quant_ros.engine.factory import create_engine  # noqa: E402
 from bev_quant_ros.quant import assess  # noqa: E402
-from bev_quant_ros.quant.calib_data import CAMERA_ONLY, FUSED, MODES, record_sequence, record_set  # noqa: E402
+from bev_quant_ros.quant.calib_data import FUSED, MODES, record_sequence, record_set  # noqa: E402
 from bev_quant_ros.quant.calibrate import Calibration, calibrate_ranges  # noqa: E402
 from bev_quant_ros.quant.config import QuantConfig, load_quant_config  # noqa: E402
 from bev_quant_ros.quant.drift import drift_curve  # noqa: E402
@@ -45,7 +45,6 @@ from bev_quant_ros.quant.qdq import CPU, load_checked, tensorrt_style, write_ort
 from bev_quant_ros.quant.ranges import METHODS  # noqa: E402
 from bev_quant_ros.quant.report import DRIFT_SEED, HELD_OUT_SEED, held_out_sequences  # noqa: E402
 
-GOAL_POINTS = {FUSED: 0.5, CAMERA_ONLY: 1.0}  # worst NDS loss vs FP32 allowed per group of each mode (issue 15)
 SHIFT_CONDITIONS = ("day", "night", "fog")  # the scenario-shift comparison: day is the control
 
 
@@ -198,8 +197,8 @@ def main() -> int:
         "tensorrt_consumable": consumable,
         "best_tensorrt_consumable_int8_row": max((k for k in worst if consumable[k].startswith("symmetric")),
                                                  key=worst.get),
-        "goal_points_per_mode": {m: GOAL_POINTS[m] for m in args.modes},
-        "goal_met_every_group": {row: all(x >= -GOAL_POINTS[m] for m, x in worst_per_mode[row].items())
+        "goal_points_per_mode": {m: config.goal_points(m) for m in args.modes},
+        "goal_met_every_group": {row: all(x >= -config.goal_points(m) for m, x in worst_per_mode[row].items())
                                  for row in ("ours_plan", "ours_plan_cpu")},
         "scenario_shift": scenario_shift(rows, list(dict.fromkeys(s.group for s in held_out
                                                                   if s.condition in SHIFT_CONDITIONS))),

@@ -54,6 +54,11 @@ def group_key(condition: str, mode: str) -> str:
     return condition if mode == FUSED else f"{condition}/{mode}"
 
 
+def mode_of(group: str) -> str:
+    """The sensor mode of a ``group_key`` label (inverse of its suffix): "night/camera_only" -> camera_only."""
+    return group.rpartition("/")[2] if "/" in group else FUSED
+
+
 def check_modes(modes: Sequence[str]) -> None:
     """ConfigError unless ``modes`` is a non-empty list of distinct known modes."""
     unknown = [m for m in modes if m not in MODES]

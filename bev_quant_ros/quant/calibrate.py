@@ -128,13 +128,15 @@ def run_calibration(config: QuantConfig, plan_path: Path | None = None, refine: 
     chosen, steps, fp32, reference = search_plan(
         config.model, thresholds, sensitivity, validation, config.search_budget_nds, config.op_types, config.threads,
         max_float_nodes=config.max_float_nodes, start=start,
-        reference_score_threshold=config.reference_score_threshold, runner=runner)
+        reference_score_threshold=config.reference_score_threshold, runner=runner,
+        mode_budget_scale=config.mode_budget_scale)
     (work / SEARCH_FILE).write_text(json.dumps({"method_errors": errors, "method": method, "reference": reference,
                                                 "fp32": fp32, "steps": [s.__dict__ for s in steps]}, indent=1))
     final = next(s for s in reversed(steps) if sorted(s.float_nodes) == sorted(chosen))
     plan = PrecisionPlan(
         model=config.model.name, model_sha256=sha256(config.model), method=method,
         percentile=config.percentile, op_types=list(config.op_types), budget_nds=config.search_budget_nds,
+        mode_budget_scale=dict(config.mode_budget_scale),
         float_nodes=float_reasons(chosen, sensitivity, steps, reference),
         measured={**_measured(config, fp32, final.nds, steps[0].nds, reference),
                   "all_int8_output_error_per_method": {m: round(e, 4) for m, e in errors.items()}})

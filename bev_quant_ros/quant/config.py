@@ -9,9 +9,9 @@ Unknown keys and modes are errors, so a typo is not ignored.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 import yaml
 
@@ -19,7 +19,7 @@ from bev_quant_ros.drives.settings import ReaderSettings
 from bev_quant_ros.drives.synth import SYNTH_PREFIX
 from bev_quant_ros.errors import ConfigError
 from bev_quant_ros.quant.assess import REFERENCE_SCORE_THRESHOLD
-from bev_quant_ros.quant.calib_data import DEFAULT_MODES, DriveSetSpec, DriveSource, SequenceSet, SequenceSetSpec
+from bev_quant_ros.quant.calib_data import DEFAULT_MODES, MODES, DriveSetSpec, DriveSource, SequenceSet, SequenceSetSpec
 from bev_quant_ros.quant.plan import MAX_FLOAT_NODES
 from bev_quant_ros.quant.qdq import DEFAULT_OP_TYPES
 from bev_quant_ros.quant.ranges import GROUP_RANGES, METHODS
@@ -48,11 +48,16 @@ class QuantConfig:
     reference_score_threshold: float = REFERENCE_SCORE_THRESHOLD  # FP32 detections kept as reference (assess.py)
     max_float_nodes: int = MAX_FLOAT_NODES  # the greedy search keeps at most this many float (latency bound)
     group_ranges: str = "merged"  # clip points from pooled statistics, or "max" of each group's own (ranges.py)
+    mode_budget_scale: Mapping[str, float] = field(default_factory=dict)  # mode -> factor on both budgets (plan.py)
+
+    def goal_points(self, mode: str) -> float:
+        """The held-out goal for a group of ``mode``: its worst NDS loss vs FP32, in NDS points."""
+        return self.budget_nds * 100 * self.mode_budget_scale.get(mode, 1.0)
 
 
 TOP_KEYS = frozenset({"model", "output", "cpu_output", "plan", "work_dir", "threads", "calibration", "validation",
                       "budget_nds", "search_budget_nds", "op_types", "reference_score_threshold",
-                      "max_float_nodes"})
+                      "max_float_nodes", "mode_budget_scale"})
 SYNTH_KEYS = frozenset({"conditions", "sequences_per_condition", "frames_per_sequence", "seed_base", "modes"})
 DRIVE_KEYS = frozenset({"drives", "sequences_per_condition", "frames_per_sequence", "params", "namespace",
                         "gt_topic", "modes"})
@@ -150,7 +155,8 @@ def load_quant_config(path: str | Path, root: str | Path | None = None) -> Quant
             cpu_output=base / doc["cpu_output"] if doc.get("cpu_output") else None,
             reference_score_threshold=float(doc.get("reference_score_threshold", REFERENCE_SCORE_THRESHOLD)),
             max_float_nodes=int(doc.get("max_float_nodes", MAX_FLOAT_NODES)),
-            group_ranges=str(calibration.get("group_ranges", "merged")))
+            group_ranges=str(calibration.get("group_ranges", "merged")),
+            mode_budget_scale={str(m): float(f) for m, f in (doc.get("mode_budget_scale") or {}).items()})
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"quantization config {path} lacks {exc}") from None
     if config.method not in (*METHODS, AUTO_METHOD):
@@ -168,6 +174,10 @@ def load_quant_config(path: str | Path, root: str | Path | None = None) -> Quant
                           f"'{config.group_ranges}'")
     if config.max_float_nodes < 0:
         raise ConfigError(f"{path}: max_float_nodes must be >= 0, got {config.max_float_nodes}")
+    unknown_modes = set(config.mode_budget_scale) - set(MODES)
+    if unknown_modes or any(f <= 0 for f in config.mode_budget_scale.values()):
+        raise ConfigError(f"{path}: mode_budget_scale maps modes {MODES} to factors > 0, got "
+                          f"{dict(config.mode_budget_scale)}")
     if not 0 <= config.search_budget_nds <= config.budget_nds:
         raise ConfigError(f"{path}: need 0 <= search_budget_nds <= budget_nds, got {config.search_budget_nds} "
                           f"and {config.budget_nds}")

@@ -28,7 +28,7 @@ import yaml
 from bev_quant_ros.errors import CalibrationError, PrecisionPlanError
 from bev_quant_ros.fleet.runners import Runner, run_tasks
 from bev_quant_ros.quant import assess
-from bev_quant_ros.quant.calib_data import RecordedSequence
+from bev_quant_ros.quant.calib_data import RecordedSequence, mode_of
 from bev_quant_ros.quant.qdq import (
     DEFAULT_OP_TYPES,
     TENSORRT,
@@ -63,6 +63,7 @@ class PrecisionPlan:
     budget_nds: float
     float_nodes: list[FloatNode] = field(default_factory=list)
     measured: dict[str, Any] = field(default_factory=dict)
+    mode_budget_scale: dict[str, float] = field(default_factory=dict)  # mode -> factor on budget_nds
 
     def node_names(self) -> list[str]:
         return [f.node for f in self.float_nodes]
@@ -71,6 +72,7 @@ class PrecisionPlan:
         return {"version": PLAN_VERSION, "model": self.model, "model_sha256": self.model_sha256,
                 "calibration": {"method": self.method, "percentile": self.percentile},
                 "op_types": list(self.op_types), "budget_nds": self.budget_nds,
+                **({"mode_budget_scale": dict(self.mode_budget_scale)} if self.mode_budget_scale else {}),
                 "float_nodes": [{"node": f.node, "op_type": f.op_type, "reason": f.reason} for f in self.float_nodes],
                 "measured": self.measured}
 
@@ -83,7 +85,9 @@ def write_plan(plan: PrecisionPlan, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     header = ("# Precision plan (bev-quant calibrate): nodes kept float in the INT8 Q/DQ model and why.\n"
-              "# Everything else of op_types is int8 (symmetric, per-channel weights, float bias).\n")
+              "# Everything else of op_types is int8 (symmetric, per-channel weights, float bias).\n"
+              + ("# NDS drops quoted: each group's loss divided by its mode's mode_budget_scale.\n"
+                 if plan.mode_budget_scale else ""))
     path.write_text(header + yaml.safe_dump(plan.to_dict(), sort_keys=False, width=110))
     return path
 
@@ -100,7 +104,8 @@ def read_plan(path: str | Path) -> PrecisionPlan:
             op_types=[str(o) for o in doc.get("op_types", DEFAULT_OP_TYPES)], budget_nds=float(doc["budget_nds"]),
             float_nodes=[FloatNode(str(f["node"]), str(f.get("op_type", "")), str(f.get("reason", "")))
                          for f in doc.get("float_nodes") or []],
-            measured=doc.get("measured") or {})
+            measured=doc.get("measured") or {},
+            mode_budget_scale={str(m): float(f) for m, f in (doc.get("mode_budget_scale") or {}).items()})
     except OSError as exc:
         raise PrecisionPlanError(f"cannot read precision plan {path}: {exc}") from exc
     except (TypeError, KeyError, ValueError, yaml.YAMLError) as exc:
@@ -114,10 +119,16 @@ def apply_plan(plan: PrecisionPlan, model_path: str | Path, thresholds: Mapping[
     return write_qdq(model_path, out_path, thresholds, plan.node_names(), plan.op_types, flavour, observed)
 
 
-def worst_group(fp32: Mapping[str, Mapping[str, float]], int8: Mapping[str, Mapping[str, float]]
-                ) -> tuple[str, float]:
-    """(group, NDS loss FP32 - INT8) of the group losing most, over the groups (not the pooled 'all')."""
-    return max(((g, fp32[g]["NDS"] - int8[g]["NDS"]) for g in fp32 if g != "all"), key=lambda item: item[1])
+def worst_group(fp32: Mapping[str, Mapping[str, float]], int8: Mapping[str, Mapping[str, float]],
+                mode_budget_scale: Mapping[str, float] | None = None) -> tuple[str, float]:
+    """(group, NDS loss FP32 - INT8) of the group losing most, over the groups (not the pooled 'all').
+
+    With ``mode_budget_scale`` each group's loss is divided by its mode's scale (default 1) first: a mode
+    whose goal is a larger loss (camera-only: 1.0 point vs fused 0.5) is judged against its own goal, so
+    the loss is in units of the fused budget."""
+    scale = mode_budget_scale or {}
+    return max(((g, (fp32[g]["NDS"] - int8[g]["NDS"]) / scale.get(mode_of(g), 1.0)) for g in fp32 if g != "all"),
+               key=lambda item: item[1])
 
 
 def worst_drop(fp32: Mapping[str, Mapping[str, float]], int8: Mapping[str, Mapping[str, float]]) -> float:
@@ -128,7 +139,7 @@ def worst_drop(fp32: Mapping[str, Mapping[str, float]], int8: Mapping[str, Mappi
 @dataclass
 class SearchStep:
     float_nodes: list[str]
-    worst_drop: float
+    worst_drop: float  # the worst group's loss, divided by its mode's budget scale (`worst_group`)
     nds: dict[str, dict[str, float]]
     worst_group: str  # the group (condition[/mode]) that lost worst_drop
 
@@ -140,7 +151,8 @@ def search_plan(model_path: str | Path, thresholds: Mapping[str, float], sensiti
                 validation: Sequence[RecordedSequence], budget_nds: float = 0.005,
                 op_types: Sequence[str] = DEFAULT_OP_TYPES, threads: int = 1,
                 max_float_nodes: int = MAX_FLOAT_NODES, start: Sequence[str] | None = None,
-                reference_score_threshold: float = assess.REFERENCE_SCORE_THRESHOLD, runner: Runner | None = None
+                reference_score_threshold: float = assess.REFERENCE_SCORE_THRESHOLD, runner: Runner | None = None,
+                mode_budget_scale: Mapping[str, float] | None = None
                 ) -> tuple[list[str], list[SearchStep], dict[str, dict[str, float]], str]:
     """Greedy search, or with ``start`` the prune pass over those float nodes (module docstring);
     returns (float nodes, every set measured once, FP32 NDS, the reference's label).
@@ -150,7 +162,8 @@ def search_plan(model_path: str | Path, thresholds: Mapping[str, float], sensiti
     from there while its set is the one measured, so the result equals one process's.
 
     NDS is scored against `assess.reference_for`: ground truth, or without it the FP32 model's
-    detections >= ``reference_score_threshold`` (FP32 then scores 1, and the drop is INT8's departure)."""
+    detections >= ``reference_score_threshold`` (FP32 then scores 1, and the drop is INT8's departure).
+    ``mode_budget_scale`` (mode -> factor) allows a mode's groups that factor times the budget."""
     if start is not None:
         check_nodes_exist(load_checked(model_path), start, "plan to refine")
     fp32_run = assess.run_model(model_path, validation, threads)
@@ -165,7 +178,7 @@ def search_plan(model_path: str | Path, thresholds: Mapping[str, float], sensiti
         key = frozenset(float_nodes)
         if key not in measured:
             nds = precomputed.pop(key) if key in precomputed else variant_nds(*task_args, [float_nodes])[0]
-            group, drop = worst_group(fp32, nds)
+            group, drop = worst_group(fp32, nds, mode_budget_scale)
             measured[key] = SearchStep(list(float_nodes), drop, nds, group)
             LOG.info("plan: %d float node(s), worst NDS drop %.4f (%s)", len(float_nodes), drop, group)
         return measured[key]

@@ -30,6 +30,8 @@ def test_shipped_config_is_balanced_and_disjoint_from_training_and_held_out_seed
     (("search_budget_nds",), 0.01, "search_budget_nds"),
     (("max_float_nodes",), -1, "max_float_nodes"),
     (("calibration", "group_ranges"), "min", "group_ranges"),
+    (("mode_budget_scale",), {"lidar_only": 2.0}, "mode_budget_scale"),
+    (("mode_budget_scale",), {"camera_only": 0.0}, "mode_budget_scale"),
 ])
 def test_bad_values_are_named(tmp_path, key, value, message):
     doc = yaml.safe_load(SHIPPED.read_text())
@@ -48,6 +50,14 @@ def test_v3_config_caps_the_float_nodes_for_speed():
     assert config.max_float_nodes == 6 and "glare" in config.calibration.conditions
     assert config.group_ranges == "max"
     assert load_quant_config(SHIPPED, root=ROOT).max_float_nodes == 16  # the default
+
+
+def test_goal_points_per_mode_scale_the_budget_and_default_to_it():
+    """Issue 15's goals: 0.5 NDS points fused, 1.0 camera-only; one source for bench_quant and the search."""
+    v3 = load_quant_config(ROOT / "config" / "quant_bev_v3.yaml", root=ROOT)
+    assert (v3.goal_points("fused"), v3.goal_points("camera_only")) == (0.5, 1.0)
+    tiny = load_quant_config(SHIPPED, root=ROOT)
+    assert tiny.mode_budget_scale == {} and tiny.goal_points("camera_only") == tiny.budget_nds * 100
 
 
 def test_v3_int8_models_keep_both_softmaxes_float():

@@ -20,6 +20,7 @@ from bev_quant_ros.quant.calib_data import (
     collect_activation_stats,
     group_key,
     merge_conditions,
+    mode_of,
     record_drive,
     record_set,
 )
@@ -55,6 +56,7 @@ def _without_ground_truth(sequences):
 
 def test_group_key_is_the_condition_for_fused_and_names_any_other_mode():
     assert group_key("night", "fused") == "night" and group_key("night", "camera_only") == "night/camera_only"
+    assert [mode_of(group_key("night", m)) for m in MODES] == list(MODES)
 
 
 def test_camera_only_windows_feed_lidar_valid_0_and_a_zero_raster_paired_with_the_fused_ones(v3_model_path):
@@ -120,6 +122,17 @@ def test_worst_group_is_the_largest_loss_over_every_group_but_all():
     int8 = {"day": {"NDS": 0.59}, "day/camera_only": {"NDS": 0.35}, "all": {"NDS": 0.2}}
     group, drop = worst_group(fp32, int8)
     assert group == "day/camera_only" and drop == pytest.approx(0.05)
+
+
+def test_worst_group_judges_each_mode_by_its_own_budget_scale():
+    """Camera-only's 5-point loss at scale 2 counts as 2.5 fused points, below the fused 3-point loss."""
+    fp32 = {"day": {"NDS": 0.60}, "day/camera_only": {"NDS": 0.40}, "all": {"NDS": 0.9}}
+    int8 = {"day": {"NDS": 0.57}, "day/camera_only": {"NDS": 0.35}, "all": {"NDS": 0.2}}
+    assert worst_group(fp32, int8)[0] == "day/camera_only"
+    group, drop = worst_group(fp32, int8, {"camera_only": 2.0})
+    assert group == "day" and drop == pytest.approx(0.03)
+    int8["day"]["NDS"] = 0.59
+    assert worst_group(fp32, int8, {"camera_only": 2.0}) == ("day/camera_only", pytest.approx(0.025))
 
 
 def test_the_plan_search_keeps_nodes_float_for_a_camera_only_group_a_fused_only_set_never_sees(v3_model_path):

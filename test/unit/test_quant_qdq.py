@@ -172,9 +172,10 @@ def test_excluded_nodes_stay_float_and_plan_roundtrip_is_reproducible(calibrated
     _, _, thresholds = calibrated
     softmax = next(name for name, op in candidate_nodes(tiny_network_path) if op == "Softmax")
     plan = PrecisionPlan("tiny.onnx", "", "entropy", 99.99, ["Conv", "MatMul", "Softmax", "Add"], 0.005,
-                         [FloatNode(softmax, "Softmax", "test")])
+                         [FloatNode(softmax, "Softmax", "test")], mode_budget_scale={"camera_only": 2.0})
     loaded = read_plan(write_plan(plan, tmp_path / "tiny.precision.yaml"))
     assert loaded.node_names() == [softmax] and loaded.op_types == plan.op_types
+    assert loaded.mode_budget_scale == {"camera_only": 2.0}
     first = apply_plan(loaded, tiny_network_path, thresholds, tmp_path / "a.onnx")
     second = apply_plan(loaded, tiny_network_path, thresholds, tmp_path / "b.onnx")
     assert hashlib.sha256(first.read_bytes()).digest() == hashlib.sha256(second.read_bytes()).digest()
