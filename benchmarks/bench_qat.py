@@ -59,11 +59,13 @@ ROWS = {
     "qat_int8_vgd_progressive": (8, 8, True, VGD),  # quantized stage by stage (qat.PROGRESSIVE_STAGES)
     "qat_all_int8_vgd": (8, 8, False, VGD),  # float only where modelopt has no quantizer (Softmax, Add, MatMul)
     "qat_all_int8_vgd_3x_steps": (8, 8, False, VGD),  # the same with 3x the steps (ROW_STEPS_FACTOR)
+    "qat_all_int8_vgd_3x_steps_cosine": (8, 8, False, VGD),  # and the lr decaying to 0 (ROW_LR_SCHEDULE)
     "ptq_w6a6": (6, 6, True, None), "qat_vgd_w6a6": (6, 6, True, VGD),
     "ptq_w4a8": (4, 8, True, None), "qat_vgd_w4a8": (4, 8, True, VGD),
     "ptq_w4a6": (4, 6, True, None), "qat_vgd_w4a6": (4, 6, True, VGD),
 }
-ROW_STEPS_FACTOR = {"qat_all_int8_vgd_3x_steps": 3}  # rows fine-tuned this many times the config's steps
+ROW_STEPS_FACTOR = {"qat_all_int8_vgd_3x_steps": 3, "qat_all_int8_vgd_3x_steps_cosine": 3}  # x the config's steps
+ROW_LR_SCHEDULE = {"qat_all_int8_vgd_3x_steps_cosine": "cosine"}  # every other row: the config's schedule
 PROGRESSIVE_ROWS = {"qat_int8_vgd_progressive"}  # every other row quantizes all at once
 CURVE_POINTS = 20  # training-curve points per QAT row (means over equal step bins)
 
@@ -188,9 +190,11 @@ def run_row(bench: Bench, name: str) -> dict:
     weights = cfg.weights if weights == VGD else weights
     if weights is not None:
         row_cfg = dataclasses.replace(cfg, weights=weights, steps=cfg.steps * ROW_STEPS_FACTOR.get(name, 1),
-                                      progressive=name in PROGRESSIVE_ROWS)
+                                      progressive=name in PROGRESSIVE_ROWS,
+                                      lr_schedule=ROW_LR_SCHEDULE.get(name, cfg.lr_schedule))
         history, _ = qat.finetune(student, bench.teacher, bench.training_sample(), row_cfg)
-        entry.update(steps=row_cfg.steps, loss_weights=dataclasses.asdict(weights), progressive=row_cfg.progressive,
+        entry.update(steps=row_cfg.steps, lr_schedule=row_cfg.lr_schedule, loss_weights=dataclasses.asdict(weights),
+                     progressive=row_cfg.progressive,
                      last_loss=history[-1] if history else None, curve=loss_curve(history))
     if w_bits == a_bits == 8 and weights is not None:
         inputs = qat.full_inputs(bench.calibration[0].feeds[1], bench.teacher.cfg)

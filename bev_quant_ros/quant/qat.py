@@ -38,6 +38,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import logging
+import math
 import warnings
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -65,6 +66,7 @@ LOG = logging.getLogger(__name__)
 CHECKPOINT_NAME = "qat_last.pt"
 HISTORY_NAME = "qat_history.json"  # per-step loss parts of the whole run (training curves), beside the checkpoint
 OPSET = 17
+LR_SCHEDULES = ("constant", "cosine")
 DISTILL_TAPS = {"img": "image_encoder", "bev": "attention"}  # loss term -> module whose output is distilled
 # Progressive QAT: the quantizers of these module groups switch on in turn (image view, then fusion and
 # temporal), every other quantizer (the head) last; each stage gets an equal share of the steps.
@@ -96,6 +98,7 @@ class QatConfig:
     activation_bits: int = 8
     honour_plan: bool = True  # plan's float convs stay float
     progressive: bool = False  # quantize stage by stage (PROGRESSIVE_STAGES) instead of all at once
+    lr_schedule: str = "constant"  # or "cosine": lr decays from ``lr`` to 0 over ``steps`` (`lr_at`)
     checkpoint_every_steps: int = 50
     threads: int = 1
     seed: int = 0
@@ -103,9 +106,19 @@ class QatConfig:
     def __post_init__(self) -> None:
         if self.steps < 0 or self.batch_size < 1 or self.window < 1 or self.lr <= 0:
             raise ConfigError("qat: steps >= 0, batch_size >= 1, window >= 1 and lr > 0 are required")
+        if self.lr_schedule not in LR_SCHEDULES:
+            raise ConfigError(f"qat: lr_schedule must be one of {LR_SCHEDULES}, got '{self.lr_schedule}'")
         for bits in (self.weight_bits, self.activation_bits):
             if not 2 <= bits <= 8:
                 raise ConfigError(f"qat: bit widths must be in [2, 8], got {bits}")
+
+
+def lr_at(cfg: QatConfig, step: int) -> float:
+    """The learning rate of ``step`` (0-based): a function of the step alone, so a resumed run continues it.
+    Why cosine: at a constant lr the v3 all-INT8 loss stopped falling after ~75 of 300 steps."""
+    if cfg.lr_schedule == "cosine":
+        return cfg.lr * 0.5 * (1.0 + math.cos(math.pi * step / max(cfg.steps, 1)))
+    return cfg.lr
 
 
 def load_qat_config(path: str | Path, **overrides: Any) -> QatConfig:
@@ -353,6 +366,8 @@ def finetune(student: BEVDetector, teacher: BEVDetector, sample: Callable[[], li
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(student.parameters(), 10.0)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(cfg, step)
                 optimizer.step()
             step += 1
             history.append({"loss": float(loss.detach()), **parts, **({"stage": stage} if stage is not None else {})})

@@ -13,6 +13,7 @@ pytest.importorskip("modelopt.torch.quantization", reason="nvidia-modelopt is no
 import onnxruntime as ort  # noqa: E402
 
 from bev_quant_ros.engine.io_check import check_contract, onnx_specs, read_onnx  # noqa: E402
+from bev_quant_ros.errors import ConfigError  # noqa: E402
 from bev_quant_ros.model.export import check_contract as check_model_contract  # noqa: E402
 from bev_quant_ros.model.export import compare_with_torch, export_onnx  # noqa: E402
 from bev_quant_ros.model.network import BEVDetector, ContractWrapper  # noqa: E402
@@ -272,3 +273,14 @@ def test_the_loss_history_survives_a_resume(tiny_network_path, calibration, samp
     more, _ = qat.finetune(restored, teacher, sample, dataclasses.replace(CFG, steps=4), tmp_path, optimizer, start,
                            earlier)
     assert restore()[3] == first + more and len(more) == 2
+
+
+def test_cosine_lr_decays_to_zero_by_step_and_is_what_the_optimizer_ran(tiny_network_path, calibration, sample):
+    cosine = dataclasses.replace(CFG, steps=4, lr_schedule="cosine")
+    assert [round(qat.lr_at(cosine, s) / cosine.lr, 4) for s in range(5)] == [1.0, 0.8536, 0.5, 0.1464, 0.0]
+    assert qat.lr_at(CFG, 1) == CFG.lr  # constant, the default
+    optimizer = qat.make_optimizer(student := student_of(tiny_network_path, calibration), cosine.lr)
+    qat.finetune(student, detector_from_onnx(tiny_network_path), sample, cosine, optimizer=optimizer)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(qat.lr_at(cosine, 3))
+    with pytest.raises(ConfigError, match="lr_schedule"):
+        dataclasses.replace(CFG, lr_schedule="step")
