@@ -10,11 +10,13 @@ import pickle
 import yaml
 
 from bev_quant_ros.cli import main as bev_quant
+from bev_quant_ros.quant.calib_data import mode_of
 from bev_quant_ros.quant.calibrate import SEARCH_FILE, STATS_FILE
 from bev_quant_ros.quant.plan import read_plan
 
 GROUPS = ["day", "day/camera_only", "night", "night/camera_only"]
 MODES = ["fused", "camera_only"]
+SCALE = {"fused": 0.5, "camera_only": 2.0}  # fused drops doubled: this net's camera-only drops are ~0
 
 
 def _config(tmp_path, model) -> str:
@@ -24,7 +26,8 @@ def _config(tmp_path, model) -> str:
                            "frames_per_sequence": 3, "seed_base": 50_000, "modes": MODES},
            "validation": {"conditions": ["day", "night"], "sequences_per_condition": 1, "frames_per_sequence": 3,
                           "seed_base": 60_000, "sensitivity_frames": 2, "modes": MODES},
-           "budget_nds": 0.01, "search_budget_nds": 0.01, "op_types": ["Conv", "Relu", "Concat"]}
+           "budget_nds": 0.01, "search_budget_nds": 0.01, "op_types": ["Conv", "Relu", "Concat"],
+           "mode_budget_scale": SCALE}
     path = tmp_path / "quant.yaml"
     path.write_text(yaml.safe_dump(doc))
     return str(path)
@@ -38,8 +41,13 @@ def test_calibrate_and_report_group_every_result_per_condition_and_mode(tmp_path
     plan = read_plan(tmp_path / "plan.yaml")
     assert plan.measured["validation_set"]["modes"] == MODES
     assert list(plan.measured["nds_fp32"]) == [*GROUPS, "all"] == list(plan.measured["nds_plan"])
-    steps = json.loads((work / SEARCH_FILE).read_text())["steps"]
+    search = json.loads((work / SEARCH_FILE).read_text())
+    steps = search["steps"]
     assert all(step["worst_group"] in GROUPS for step in steps)
+    assert plan.mode_budget_scale == SCALE
+    for step in steps:  # each step's worst drop: the largest loss divided by its mode's factor
+        scaled = {g: (search["fp32"][g]["NDS"] - step["nds"][g]["NDS"]) / SCALE[mode_of(g)] for g in GROUPS}
+        assert step["worst_drop"] == max(scaled.values()) == scaled[step["worst_group"]]
     capsys.readouterr()
     out = tmp_path / "report"
     assert bev_quant(["quant-report", "--config", config, "--out", str(out), "--eval-frames", "3",
