@@ -20,7 +20,7 @@ from bev_quant_ros.drives.synth import SYNTH_PREFIX
 from bev_quant_ros.errors import ConfigError
 from bev_quant_ros.quant.assess import REFERENCE_SCORE_THRESHOLD
 from bev_quant_ros.quant.calib_data import DEFAULT_MODES, MODES, DriveSetSpec, DriveSource, SequenceSet, SequenceSetSpec
-from bev_quant_ros.quant.plan import MAX_FLOAT_NODES
+from bev_quant_ros.quant.plan import MAX_FLOAT_NODES, mode_budget_scale_from
 from bev_quant_ros.quant.qdq import DEFAULT_OP_TYPES
 from bev_quant_ros.quant.ranges import GROUP_RANGES, METHODS
 from bev_quant_ros.sim.ground_truth import GT_TOPIC
@@ -156,7 +156,7 @@ def load_quant_config(path: str | Path, root: str | Path | None = None) -> Quant
             reference_score_threshold=float(doc.get("reference_score_threshold", REFERENCE_SCORE_THRESHOLD)),
             max_float_nodes=int(doc.get("max_float_nodes", MAX_FLOAT_NODES)),
             group_ranges=str(calibration.get("group_ranges", "merged")),
-            mode_budget_scale={str(m): float(f) for m, f in (doc.get("mode_budget_scale") or {}).items()})
+            mode_budget_scale=mode_budget_scale_from(doc.get("mode_budget_scale")))
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"quantization config {path} lacks {exc}") from None
     if config.method not in (*METHODS, AUTO_METHOD):

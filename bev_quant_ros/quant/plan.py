@@ -81,6 +81,11 @@ def sha256(path: str | Path) -> str:
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
+def mode_budget_scale_from(raw: Mapping[str, Any] | None) -> dict[str, float]:
+    """The ``mode_budget_scale`` mapping as a config or plan file states it (absent: every factor 1)."""
+    return {str(mode): float(factor) for mode, factor in (raw or {}).items()}
+
+
 def write_plan(plan: PrecisionPlan, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -105,7 +110,7 @@ def read_plan(path: str | Path) -> PrecisionPlan:
             float_nodes=[FloatNode(str(f["node"]), str(f.get("op_type", "")), str(f.get("reason", "")))
                          for f in doc.get("float_nodes") or []],
             measured=doc.get("measured") or {},
-            mode_budget_scale={str(m): float(f) for m, f in (doc.get("mode_budget_scale") or {}).items()})
+            mode_budget_scale=mode_budget_scale_from(doc.get("mode_budget_scale")))
     except OSError as exc:
         raise PrecisionPlanError(f"cannot read precision plan {path}: {exc}") from exc
     except (TypeError, KeyError, ValueError, yaml.YAMLError) as exc:
