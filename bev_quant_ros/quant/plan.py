@@ -136,11 +136,6 @@ def worst_group(fp32: Mapping[str, Mapping[str, float]], int8: Mapping[str, Mapp
                key=lambda item: item[1])
 
 
-def worst_drop(fp32: Mapping[str, Mapping[str, float]], int8: Mapping[str, Mapping[str, float]]) -> float:
-    """Largest per-group NDS loss (FP32 - INT8), over the groups (not the pooled 'all')."""
-    return worst_group(fp32, int8)[1]
-
-
 @dataclass
 class SearchStep:
     float_nodes: list[str]
