@@ -34,6 +34,7 @@ from bev_quant_ros.quant.plan import (
     PrecisionPlan,
     apply_plan,
     float_reasons,
+    module_float_nodes,
     read_plan,
     search_plan,
     sha256,
@@ -107,6 +108,7 @@ def run_calibration(config: QuantConfig, plan_path: Path | None = None, refine: 
         raise ConfigError("refining needs the plan to refine (--plan)")
     work = config.work_dir
     work.mkdir(parents=True, exist_ok=True)
+    fixed = module_float_nodes(config.model, config.float_modules, config.op_types)  # a typo fails before calibrating
     LOG.info("calibration set %s", config.calibration)
     calibration = calibrate_ranges(config, runner=runner)
     (work / STATS_FILE).write_bytes(pickle.dumps(calibration.stats))
@@ -129,7 +131,7 @@ def run_calibration(config: QuantConfig, plan_path: Path | None = None, refine: 
         config.model, thresholds, sensitivity, validation, config.search_budget_nds, config.op_types, config.threads,
         max_float_nodes=config.max_float_nodes, start=start,
         reference_score_threshold=config.reference_score_threshold, runner=runner,
-        mode_budget_scale=config.mode_budget_scale)
+        mode_budget_scale=config.mode_budget_scale, fixed=[f.node for f in fixed])
     (work / SEARCH_FILE).write_text(json.dumps({"method_errors": errors, "method": method, "reference": reference,
                                                 "fp32": fp32, "steps": [s.__dict__ for s in steps]}, indent=1))
     final = next(s for s in reversed(steps) if sorted(s.float_nodes) == sorted(chosen))
@@ -137,7 +139,7 @@ def run_calibration(config: QuantConfig, plan_path: Path | None = None, refine: 
         model=config.model.name, model_sha256=sha256(config.model), method=method,
         percentile=config.percentile, op_types=list(config.op_types), budget_nds=config.search_budget_nds,
         mode_budget_scale=dict(config.mode_budget_scale),
-        float_nodes=float_reasons(chosen, sensitivity, steps, reference),
+        float_nodes=float_reasons(chosen, sensitivity, steps, reference, fixed),
         measured={**_measured(config, fp32, final.nds, steps[0].nds, reference),
                   "all_int8_output_error_per_method": {m: round(e, 4) for m, e in errors.items()}})
     write_plan(plan, config.plan)
@@ -153,13 +155,14 @@ def write_models(config: QuantConfig, plan: PrecisionPlan, calibration: Calibrat
         apply_plan(plan, config.model, thresholds, config.cpu_output, CPU, calibration.observed)
 
 
-def _measured(config: QuantConfig, fp32: dict, plan_nds: dict, all_int8: dict, reference: str) -> dict[str, Any]:
+def _measured(config: QuantConfig, fp32: dict, plan_nds: dict, first: dict, reference: str) -> dict[str, Any]:
     """What the plan achieved on the validation set, NDS per condition against ``reference`` (plan file)."""
     def rounded(table: dict) -> dict[str, float]:
         return {c: round(v["NDS"], 4) for c, v in table.items()}
 
+    start = "nds_float_modules_only" if config.float_modules else "nds_all_int8"  # the search's first trial
     return {"validation_set": config.validation.describe(), "reference": reference,
-            "nds_fp32": rounded(fp32), "nds_plan": rounded(plan_nds), "nds_all_int8": rounded(all_int8)}
+            "nds_fp32": rounded(fp32), "nds_plan": rounded(plan_nds), start: rounded(first)}
 
 
 def load_sensitivity(work_dir: Path) -> list[NodeSensitivity]:

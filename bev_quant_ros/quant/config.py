@@ -49,6 +49,7 @@ class QuantConfig:
     max_float_nodes: int = MAX_FLOAT_NODES  # the greedy search keeps at most this many float (latency bound)
     group_ranges: str = "merged"  # clip points from pooled statistics, or "max" of each group's own (ranges.py)
     mode_budget_scale: Mapping[str, float] = field(default_factory=dict)  # mode -> factor on both budgets (plan.py)
+    float_modules: tuple[str, ...] = ()  # node-name prefixes kept float before the search (plan.module_float_nodes)
 
     def goal_points(self, mode: str) -> float:
         """The held-out goal for a group of ``mode``: its worst NDS loss vs FP32, in NDS points."""
@@ -57,7 +58,7 @@ class QuantConfig:
 
 TOP_KEYS = frozenset({"model", "output", "cpu_output", "plan", "work_dir", "threads", "calibration", "validation",
                       "budget_nds", "search_budget_nds", "op_types", "reference_score_threshold",
-                      "max_float_nodes", "mode_budget_scale"})
+                      "max_float_nodes", "mode_budget_scale", "float_modules"})
 SYNTH_KEYS = frozenset({"conditions", "sequences_per_condition", "frames_per_sequence", "seed_base", "modes"})
 DRIVE_KEYS = frozenset({"drives", "sequences_per_condition", "frames_per_sequence", "params", "namespace",
                         "gt_topic", "modes"})
@@ -118,6 +119,15 @@ def _spec(doc: Any, where: str, section: str, base: Path) -> SequenceSet:
                           f"({exc!r})") from None
 
 
+def _float_modules(raw: Any, path: Path) -> tuple[str, ...]:
+    """``float_modules:`` as node-name prefixes; whether each names a node is checked against the model
+    when calibrating (`plan.module_float_nodes`)."""
+    if not isinstance(raw, list) or not all(isinstance(m, str) and m.strip("/") for m in raw):
+        raise ConfigError(f"{path}: float_modules must be a list of node-name prefixes such as "
+                          f"['/detector/box_head'], got {raw!r}")
+    return tuple(raw)
+
+
 def _read_doc(path: Path, base: Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """The YAML of ``path``; with ``extends: other.yaml`` (relative to ``base``) that file's keys first,
     each top-level key of ``path`` replacing the one it names (a variant config states only what differs)."""
@@ -156,7 +166,8 @@ def load_quant_config(path: str | Path, root: str | Path | None = None) -> Quant
             reference_score_threshold=float(doc.get("reference_score_threshold", REFERENCE_SCORE_THRESHOLD)),
             max_float_nodes=int(doc.get("max_float_nodes", MAX_FLOAT_NODES)),
             group_ranges=str(calibration.get("group_ranges", "merged")),
-            mode_budget_scale=mode_budget_scale_from(doc.get("mode_budget_scale")))
+            mode_budget_scale=mode_budget_scale_from(doc.get("mode_budget_scale")),
+            float_modules=_float_modules(doc.get("float_modules", []), path))
     except (KeyError, TypeError) as exc:
         raise ConfigError(f"quantization config {path} lacks {exc}") from None
     if config.method not in (*METHODS, AUTO_METHOD):

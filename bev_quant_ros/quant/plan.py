@@ -10,6 +10,10 @@ costs only speed).
 the noise of the validation set, and the search it led reached a worse plan.)
 Refining an existing plan (``start``: after a calibration change, such as exact input
 ranges) skips the greedy phase and runs the prune pass on its float nodes.
+Whole modules can be kept float before the search starts (``fixed``, the quant config's
+``float_modules``): the greedy search adds one node at a time and ranks nodes by their own
+output error, so it cannot find a module whose nodes buy accuracy only together (v3's detection
+heads: no head node alone moved held-out fused NDS; all of them float took night -0.85 -> -0.24).
 The result is a human-readable YAML (`models/<name>.precision.yaml`) with the reason
 for every float node; `apply_plan` rebuilds the same Q/DQ model from it.
 """
@@ -124,6 +128,24 @@ def apply_plan(plan: PrecisionPlan, model_path: str | Path, thresholds: Mapping[
     return write_qdq(model_path, out_path, thresholds, plan.node_names(), plan.op_types, flavour, observed)
 
 
+def module_float_nodes(model_path: str | Path, modules: Sequence[str], op_types: Sequence[str]) -> list[FloatNode]:
+    """The quantizable nodes (``op_types``) of each module, a node-name prefix such as ``/detector/box_head``,
+    in graph order, each with its module as reason; a module matching no such node is a PrecisionPlanError
+    (a typo must not silently mean int8)."""
+    nodes = [n for n in load_checked(model_path).graph.node if n.op_type in op_types]
+    chosen: dict[str, FloatNode] = {}
+    for module in modules:
+        prefix = module.rstrip("/")
+        found = [n for n in nodes if n.name == prefix or n.name.startswith(prefix + "/")]
+        if not found:
+            raise PrecisionPlanError(f"float module '{module}' matches no {list(op_types)} node of "
+                                     f"{Path(model_path).name} (node names look like {nodes[0].name!r})")
+        for n in found:
+            chosen.setdefault(n.name, FloatNode(n.name, n.op_type, f"in float module {prefix} (quant config "
+                                                                   "float_modules): float in every search trial"))
+    return list(chosen.values())
+
+
 def worst_group(fp32: Mapping[str, Mapping[str, float]], int8: Mapping[str, Mapping[str, float]],
                 mode_budget_scale: Mapping[str, float] | None = None) -> tuple[str, float]:
     """(group, NDS loss FP32 - INT8) of the group losing most, over the groups (not the pooled 'all').
@@ -152,7 +174,7 @@ def search_plan(model_path: str | Path, thresholds: Mapping[str, float], sensiti
                 op_types: Sequence[str] = DEFAULT_OP_TYPES, threads: int = 1,
                 max_float_nodes: int = MAX_FLOAT_NODES, start: Sequence[str] | None = None,
                 reference_score_threshold: float = assess.REFERENCE_SCORE_THRESHOLD, runner: Runner | None = None,
-                mode_budget_scale: Mapping[str, float] | None = None
+                mode_budget_scale: Mapping[str, float] | None = None, fixed: Sequence[str] = ()
                 ) -> tuple[list[str], list[SearchStep], dict[str, dict[str, float]], str]:
     """Greedy search, or with ``start`` the prune pass over those float nodes (module docstring);
     returns (float nodes, every set measured once, FP32 NDS, the reference's label).
@@ -163,7 +185,8 @@ def search_plan(model_path: str | Path, thresholds: Mapping[str, float], sensiti
 
     NDS is scored against `assess.reference_for`: ground truth, or without it the FP32 model's
     detections >= ``reference_score_threshold`` (FP32 then scores 1, and the drop is INT8's departure).
-    ``mode_budget_scale`` (mode -> factor) allows a mode's groups that factor times the budget."""
+    ``mode_budget_scale`` (mode -> factor) allows a mode's groups that factor times the budget.
+    ``fixed`` nodes are float in every trial and never pruned; the returned nodes start with them."""
     if start is not None:
         check_nodes_exist(load_checked(model_path), start, "plan to refine")
     fp32_run = assess.run_model(model_path, validation, threads)
@@ -174,31 +197,34 @@ def search_plan(model_path: str | Path, thresholds: Mapping[str, float], sensiti
     precomputed: dict[frozenset[str], dict[str, dict[str, float]]] = {}
     task_args = (str(model_path), dict(thresholds), list(validation), reference, list(op_types), threads)
 
-    def measure(float_nodes: list[str]) -> SearchStep:
+    fixed = list(dict.fromkeys(fixed))
+
+    def measure(searched: list[str]) -> SearchStep:
+        float_nodes = [*fixed, *searched]
         key = frozenset(float_nodes)
         if key not in measured:
             nds = precomputed.pop(key) if key in precomputed else variant_nds(*task_args, [float_nodes])[0]
             group, drop = worst_group(fp32, nds, mode_budget_scale)
-            measured[key] = SearchStep(list(float_nodes), drop, nds, group)
+            measured[key] = SearchStep(float_nodes, drop, nds, group)
             LOG.info("plan: %d float node(s), worst NDS drop %.4f (%s)", len(float_nodes), drop, group)
         return measured[key]
 
     chosen: list[str] = []
     current = measure(chosen)
     if start is None:
-        for node in [s.node for s in sensitivity if s.damage > 0][:max_float_nodes]:
+        for node in [s.node for s in sensitivity if s.damage > 0 and s.node not in fixed][:max_float_nodes]:
             if current.worst_drop <= budget_nds:
                 break
             chosen.append(node)
             current = measure(chosen)
     else:  # most sensitive first, so the prune below tries the least sensitive first
         rank = {s.node: index for index, s in enumerate(sensitivity)}
-        chosen = sorted(start, key=lambda node: rank.get(node, -1))
+        chosen = sorted((n for n in start if n not in fixed), key=lambda node: rank.get(node, -1))
         current = measure(chosen)
     if runner is not None:
-        precomputed.update(speculative_prune_trials(runner, task_args, chosen))
+        precomputed.update(speculative_prune_trials(runner, task_args, chosen, fixed))
     chosen = prune_pass(chosen, current.worst_drop, lambda nodes: measure(nodes).worst_drop, budget_nds)
-    return chosen, list(measured.values()), fp32, reference.label
+    return [*fixed, *chosen], list(measured.values()), fp32, reference.label
 
 
 def prune_pass(chosen: Sequence[str], drop: float, measure_drop: Callable[[list[str]], float],
@@ -226,11 +252,11 @@ def variant_nds(model_path: str, thresholds: Mapping[str, float], validation: Se
     return results
 
 
-def speculative_prune_trials(runner: Runner, task_args: tuple, chosen: Sequence[str]
+def speculative_prune_trials(runner: Runner, task_args: tuple, chosen: Sequence[str], fixed: Sequence[str] = ()
                              ) -> dict[frozenset[str], dict[str, dict[str, float]]]:
-    """The prune pass's trials as long as no removal succeeds (the plan minus each node), as
-    parallel tasks. A trial after a successful removal has another set and is measured then."""
-    sets = [[n for n in chosen if n != node] for node in reversed(chosen)]
+    """The prune pass's trials as long as no removal succeeds (the plan minus each node, ``fixed`` float
+    in each), as parallel tasks. A trial after a successful removal has another set and is measured then."""
+    sets = [[*fixed, *(n for n in chosen if n != node)] for node in reversed(chosen)]
     results = run_tasks(runner, variant_nds, [f"without {node}" for node in reversed(chosen)],
                         [(*task_args, [s]) for s in sets], desc="prune trials", fail_fast=True)
     failed = [r for r in results if not r.ok]
@@ -248,18 +274,24 @@ def _step_without(node: str, chosen: Sequence[str], steps: Sequence[SearchStep])
 
 
 def float_reasons(chosen: Sequence[str], sensitivity: Sequence[NodeSensitivity],
-                  steps: Sequence[SearchStep], reference_label: str) -> list[FloatNode]:
+                  steps: Sequence[SearchStep], reference_label: str,
+                  fixed: Sequence[FloatNode] = ()) -> list[FloatNode]:
     """One line per float node: its measured sensitivity and what returning it to int8 cost
     (NDS against ``reference_label``, which the line names).
 
     When the exact plan-minus-node set was never measured (a later prune trial removed
     another node), its superset trial is quoted with how many more nodes were float in it:
-    evidence, not proof, since NDS is not monotone in the float set."""
+    evidence, not proof, since NDS is not monotone in the float set.
+    ``fixed`` (`module_float_nodes`) were never searched: their line names their module."""
     by_name = {s.node: s for s in sensitivity}
     by_set = {frozenset(st.float_nodes): st for st in steps}
     final = by_set.get(frozenset(chosen))
+    given = {f.node: f for f in fixed}
     result = []
     for node in chosen:
+        if node in given:
+            result.append(given[node])
+            continue
         s = by_name[node]
         without = _step_without(node, chosen, steps)
         cost = ""
@@ -273,3 +305,4 @@ def float_reasons(chosen: Sequence[str], sensitivity: Sequence[NodeSensitivity],
                                 f"output error vs FP32 all-INT8 {s.all_int8_error:.4f} -> {s.all_but_this_error:.4f} "
                                 f"with it float; alone in int8 {s.only_int8_error:.4f}{cost}{kept}"))
     return result
+

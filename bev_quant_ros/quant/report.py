@@ -265,8 +265,9 @@ def write_report(config: QuantConfig, out_dir: Path, drift_frames: int = 300, ev
         last = curve.at(drift_frames)
         lines.append(f"| {label} | {curve.cosine[0]:.4f} | {last['cosine']:.4f} | {last['relative_error']:.4f} | "
                      f"{last['detection_f1']:.3f} |")
-    lines += ["", "## Plan search log", "", "All-INT8, the greedy additions in sensitivity order (none when an "
-              "existing plan was refined), then the prune trials (each set measured once); NDS against "
+    lines += ["", "## Plan search log", "", "All-INT8 (the config's float_modules float in every row), the greedy "
+              "additions in sensitivity order (none when an existing plan was refined), then the prune trials "
+              "(each set measured once); NDS against "
               f"{search.get('reference', 'ground truth')}.", "",
               "| float nodes | worst per-condition NDS drop (points) | worst group | all-condition NDS |",
               "|---|---|---|---|"]

@@ -32,6 +32,8 @@ def test_shipped_config_is_balanced_and_disjoint_from_training_and_held_out_seed
     (("calibration", "group_ranges"), "min", "group_ranges"),
     (("mode_budget_scale",), {"lidar_only": 2.0}, "mode_budget_scale"),
     (("mode_budget_scale",), {"camera_only": 0.0}, "mode_budget_scale"),
+    (("float_modules",), "/detector/box_head", "float_modules"),  # a string, not a list of prefixes
+    (("float_modules",), ["/"], "float_modules"),  # the root would match every node
 ])
 def test_bad_values_are_named(tmp_path, key, value, message):
     doc = yaml.safe_load(SHIPPED.read_text())
@@ -50,6 +52,17 @@ def test_v3_config_caps_the_float_nodes_for_speed():
     assert config.max_float_nodes == 6 and "glare" in config.calibration.conditions
     assert config.group_ranges == "max"
     assert load_quant_config(SHIPPED, root=ROOT).max_float_nodes == 16  # the default
+
+
+def test_v3_keeps_the_detection_heads_float_and_its_plan_lists_every_head_node():
+    from bev_quant_ros.quant.plan import module_float_nodes, read_plan
+
+    config = load_quant_config(ROOT / "config" / "quant_bev_v3.yaml", root=ROOT)
+    assert config.float_modules == ("/detector/head_trunk", "/detector/heatmap_head", "/detector/box_head")
+    assert load_quant_config(SHIPPED, root=ROOT).float_modules == ()  # the default: none
+    heads = [f.node for f in module_float_nodes(config.model, config.float_modules, config.op_types)]
+    assert len(heads) == 8  # 5 convs, 3 relus
+    assert set(heads) <= set(read_plan(config.plan).node_names())  # the shipped plan was searched with them
 
 
 def test_goal_points_per_mode_scale_the_budget_and_default_to_it():

@@ -27,6 +27,8 @@ from bev_quant_ros.quant.plan import (
     FloatNode,
     PrecisionPlan,
     apply_plan,
+    float_reasons,
+    module_float_nodes,
     prune_pass,
     read_plan,
     search_plan,
@@ -34,6 +36,7 @@ from bev_quant_ros.quant.plan import (
 )
 from bev_quant_ros.quant.qdq import (
     CPU,
+    DEFAULT_OP_TYPES,
     TENSORRT,
     activation_ranges,
     calibration_tensors,
@@ -306,3 +309,32 @@ def test_refining_a_plan_runs_the_prune_pass_on_its_nodes_only(calibrated, tiny_
     assert chosen == []
     with pytest.raises(PrecisionPlanError, match="not in the model"):
         search_plan(tiny_network_path, thresholds, ranked, sequences, start=["/no/such/node"])
+
+
+def test_float_modules_are_float_in_every_search_trial_and_never_pruned(calibrated, tiny_network_path):
+    sequences, _, thresholds = calibrated
+    nodes = candidate_nodes(tiny_network_path)
+    softmax, conv = (next(n for n, op in nodes if op == kind) for kind in ("Softmax", "Conv"))
+    module = conv.rsplit("/", 1)[0]  # the conv's parent scope: a module prefix
+    fixed = module_float_nodes(tiny_network_path, [module], DEFAULT_OP_TYPES)
+    assert conv in [f.node for f in fixed] and all(f.node.startswith(module + "/") for f in fixed)
+    assert all(module in f.reason and "float_modules" in f.reason for f in fixed)
+    fixed_names = [f.node for f in fixed]
+    ranked = [NodeSensitivity(softmax, "Softmax", 0.3, 0.1, 0.2), NodeSensitivity(conv, "Conv", 0.1, 0.2, 0.2)]
+    # a generous budget: nothing searched, but the module is float in the one trial and in the result
+    chosen, steps, _, _ = search_plan(tiny_network_path, thresholds, ranked, sequences, budget_nds=1.0,
+                                      fixed=fixed_names)
+    assert chosen == fixed_names and [s.float_nodes for s in steps] == [fixed_names]
+    # an unreachable budget: greedy adds the softmax only (the conv is fixed), the prune pass tries the softmax only
+    chosen, steps, _, _ = search_plan(tiny_network_path, thresholds, ranked, sequences, budget_nds=-1.0,
+                                      fixed=fixed_names)
+    assert [s.float_nodes for s in steps] == [fixed_names, [*fixed_names, softmax]]
+    assert chosen[:len(fixed_names)] == fixed_names and set(chosen) <= {*fixed_names, softmax}
+    # the plan's reasons: fixed nodes name their module, the searched one quotes its trial
+    reasons = {f.node: f.reason for f in float_reasons([*fixed_names, softmax], ranked, steps, "ground truth", fixed)}
+    assert "float_modules" in reasons[conv] and "returning it to int8" in reasons[softmax]
+
+
+def test_a_float_module_matching_no_node_is_an_error(tiny_network_path):
+    with pytest.raises(PrecisionPlanError, match="'/detector/no_such_head' matches no"):
+        module_float_nodes(tiny_network_path, ["/detector/no_such_head"], DEFAULT_OP_TYPES)
