@@ -154,3 +154,17 @@ def test_camera_only_mode_is_recorded_and_described(tmp_path):
 def test_bad_modes_are_config_errors(tmp_path, section, modes, message):
     with pytest.raises(ConfigError, match=message):
         load_quant_config(_with_modes(tmp_path, section, modes), root=ROOT)
+
+
+def test_calibrate_stops_on_a_float_module_typo_before_recording_anything(tmp_path):
+    import dataclasses
+
+    from bev_quant_ros.errors import PrecisionPlanError
+    from bev_quant_ros.quant.calibrate import STATS_FILE, run_calibration
+
+    config = dataclasses.replace(load_quant_config(SHIPPED, root=ROOT), work_dir=tmp_path / "work",
+                                 float_modules=("/detector/box_haed",), plan=tmp_path / "plan.yaml",
+                                 output=tmp_path / "int8.onnx", cpu_output=None)
+    with pytest.raises(PrecisionPlanError, match="'/detector/box_haed' matches no"):
+        run_calibration(config)
+    assert not (tmp_path / "work" / STATS_FILE).exists() and not config.plan.exists()
