@@ -25,6 +25,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 
 from bev_quant_ros.cli import SUBCOMMAND_MODULES
+from bev_quant_ros.resources import DEFAULT_MODEL_STEM
 from integration.ros_helpers import spin_until, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -162,5 +163,5 @@ def test_node_with_shipped_model_publishes_diagnostics_and_stops_on_sigint(insta
     assert got, f"no diagnostics from the installed node (exit {code}): {err[-2000:]}"
     assert f"{NODE}: pipeline" in received
     # The shipped default model is the prefix's copy, not the checkout's.
-    assert str(installed.prefix / "share" / PACKAGE / "models" / "bev_tiny.int8_cpu.onnx") in out + err
+    assert str(installed.prefix / "share" / PACKAGE / "models" / f"{DEFAULT_MODEL_STEM}.int8_cpu.onnx") in out + err
     assert code == 0, f"node did not shut down cleanly on SIGINT: {err[-2000:]}"
