@@ -4,9 +4,10 @@ Issue 7 asks for the node's cost over the bare engine (goal <= 25 % of engine ti
 The live benchmark (bench_node_replay.py) gives it under DDS and a concurrent player, so
 it swings with the machine's load; this one runs the node's own functions on the same
 messages in one process, every stage once per frame in turn, so the ratios are stable.
-Two camera transports: compressed (the demo bag: six 800x450 JPEGs, decoded at 1/4) and
-raw (the same pictures as rgb8 Images, built here from full-size decodes: what a
-vehicle's camera driver publishes).
+Two camera transports: compressed (the demo bag: six 800x450 JPEGs, decoded at the largest
+power-of-two reduction that covers the model input: 1/2 for v3's 232x128) and raw (the
+same pictures as rgb8 Images, built here from full-size decodes: what a vehicle's camera
+driver publishes).
 
 Run: PYTHONPATH=. .venv/bin/python benchmarks/bench_node_stages.py [--frames 60] \
         [--out benchmarks/results/node_stages.json]
@@ -40,7 +41,7 @@ GOAL_PCT = 25.0
 # stages of each transport's frame, besides the engine (names as in the JSON)
 COMMON_STAGES = ("pointcloud_unpack", "lidar_raster", "temporal_and_ego_motion", "decode_boxes",
                  "detections_msg", "detections_serialize", "markers_msg", "markers_serialize")
-TRANSPORT_STAGES = {"compressed": ("jpeg_decode_1_4", "image_resize"), "raw": ("raw_image_view", "image_resize_raw")}
+TRANSPORT_STAGES = {"compressed": ("jpeg_decode_scaled", "image_resize"), "raw": ("raw_image_view", "image_resize_raw")}
 
 
 def read_frames(bag: Path, count: int) -> list[tuple[list[CompressedImage], PointCloud2]]:
@@ -85,7 +86,7 @@ def main() -> None:
     detection_counts: list[int] = []
     for index, ((jpegs, cloud), raws) in enumerate(zip(frames, raw_frames)):
         stamp = index * 33_333_333
-        images = timed(times, "jpeg_decode_1_4", lambda: [d.decode(m) for d, m in zip(decoders, jpegs)])
+        images = timed(times, "jpeg_decode_scaled", lambda: [d.decode(m) for d, m in zip(decoders, jpegs)])
         timed(times, "image_resize", lambda: prepare_images(images, cfg))
         full = timed(times, "raw_image_view", lambda: [image_to_rgb(m) for m in raws])
         timed(times, "image_resize_raw", lambda: prepare_images(full, cfg))
@@ -114,6 +115,7 @@ def main() -> None:
                 "node_cost_ms": round(cost, 2), "node_cost_pct_of_engine": round(100 * cost / engine, 1)}
     report = {"benchmark": "node stages on the demo bag's messages, one process (no DDS), medians",
               "model": model.name, "frames": len(frames), "engine_threads": 1, "goal_pct_of_engine": GOAL_PCT,
+              "jpeg_decode_reduction": decoders[0].reduction,
               "stage_median_ms": median, "node_cost": transports,
               "mean_detections_per_frame": float(np.mean(detection_counts)),
               "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),

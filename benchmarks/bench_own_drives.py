@@ -3,13 +3,15 @@
 The drives: synthetic bags (calibration seeds 50000.., validation 60000..) re-recorded under
 Autoware-style topic names with the ground truth left out, read with a node params file for
 those names; the rig comes from their CameraInfo + tf_static. `bev-quant calibrate` runs on
-them with the shipped precision plan (`--plan`: ranges recalibrated, no plan search; the
-references are the FP32 model's own detections). The resulting INT8 (CPU flavour) is then
-evaluated against the FP32 model on held-out simulator drives (seeds >= 100000) of every
-condition, next to the shipped INT8. Goal (issue 14): within 0.5 NDS points in every condition.
+them with the model's shipped quantization config (config/quant_<stem>.yaml: method, modes,
+op types and float modules; only the drives differ) and its shipped precision plan (`--plan`:
+ranges recalibrated, no plan search; the references are the FP32 model's own detections). The
+resulting INT8 (CPU flavour) is then evaluated against the FP32 model on held-out simulator
+drives (seeds >= 100000) of every condition, fused, next to the shipped INT8. Goal (issue 14):
+within 0.5 NDS points in every condition.
 
-Run: .venv/bin/python benchmarks/bench_own_drives.py [--out benchmarks/results/own_drives.json]
-Work files go to .cache/own_drives/ (git-ignored).
+Run: .venv/bin/python benchmarks/bench_own_drives.py [--model-stem bev_v3] [--out benchmarks/results/own_drives.json]
+(default: the node's default model). Work files go to .cache/own_drives/<stem>/ (git-ignored).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from bev_quant_ros.drives.spec import open_drives
 from bev_quant_ros.evaluation.cli import evaluate_drives
 from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.perception.pipeline import BevPipeline
-from bev_quant_ros.resources import default_model_path
+from bev_quant_ros.resources import DEFAULT_MODEL_STEM, default_model_path
 from bev_quant_ros.sim import CONDITIONS, generate_frames
 from bev_quant_ros.sim.bag_writer import write_bag
 from bev_quant_ros.sim.ground_truth import GT_TOPIC
@@ -35,6 +37,7 @@ from bev_quant_ros.sim.ground_truth import GT_TOPIC
 ROOT = Path(".cache/own_drives")
 DRIVE_CONDITIONS = ("day", "night", "rain", "fog")
 BANDS = {"calib": 50_000, "val": 60_000}
+SECTION_BAND = {"calibration": "calib", "validation": "val"}  # quantization-config section -> its drives
 HELD_OUT_SEED = 100_000
 
 
@@ -52,21 +55,24 @@ def make_drives(frames: int) -> Path:
     return autoware_params(ROOT / "vehicle.param.yaml", compressed=True)
 
 
-def write_config(params: Path, frames: int) -> Path:
-    def drives(band: str) -> list[dict[str, str]]:
-        return [{"path": str(ROOT / band / c), "condition": c} for c in DRIVE_CONDITIONS]
+def write_config(params: Path, frames: int, stem: str, work: Path) -> Path:
+    """The shipped config of ``stem`` with own drives in place of the simulator conditions."""
+    shipped = Path("config") / f"quant_{stem}.yaml"
+    doc = yaml.safe_load(shipped.read_text())
+
+    def own(section: str, frames_per_sequence: int, sequences: int) -> dict:
+        keys = {k: v for k, v in doc[section].items() if k not in ("conditions", "seed_base")}
+        return {**keys, "drives": [{"path": str(ROOT / SECTION_BAND[section] / c), "condition": c}
+                                   for c in DRIVE_CONDITIONS],
+                "params": str(params), "frames_per_sequence": frames_per_sequence, "sequences_per_condition": sequences}
 
     config = {
-        "model": "models/bev_tiny.onnx", "output": str(ROOT / "bev_tiny.int8.onnx"),
-        "cpu_output": str(ROOT / "bev_tiny.int8_cpu.onnx"), "plan": str(ROOT / "bev_tiny.precision.yaml"),
-        "work_dir": str(ROOT / "work"), "threads": 1,
-        "calibration": {"method": "mse", "drives": drives("calib"), "params": str(params),
-                        "frames_per_sequence": frames // 2, "sequences_per_condition": 2},
-        "validation": {"drives": drives("val"), "params": str(params), "frames_per_sequence": frames,
-                       "sequences_per_condition": 1},
-        "budget_nds": 0.005, "search_budget_nds": 0.0025, "reference_score_threshold": 0.3,
+        "extends": str(shipped), "output": str(work / f"{stem}.int8.onnx"),
+        "cpu_output": str(work / f"{stem}.int8_cpu.onnx"), "plan": str(work / f"{stem}.precision.yaml"),
+        "work_dir": str(work / "work"), "calibration": own("calibration", frames // 2, 2),
+        "validation": own("validation", frames, 1), "reference_score_threshold": 0.3,
     }
-    path = ROOT / "quant.yaml"
+    path = work / "quant.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
 
@@ -85,22 +91,28 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--frames", type=int, default=24, help="frames per own drive (30 Hz)")
     parser.add_argument("--held-out-frames", type=int, default=40)
+    parser.add_argument("--model-stem", default=DEFAULT_MODEL_STEM, help="shipped model models/STEM.onnx and its "
+                        "config/quant_STEM.yaml (default: the node's default model)")
     parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results" / "own_drives.json")
     args = parser.parse_args()
-    config = write_config(make_drives(args.frames), args.frames)
-    code = bev_quant(["calibrate", "--config", str(config), "--plan", "models/bev_tiny.precision.yaml"])
+    stem, work = args.model_stem, ROOT / args.model_stem
+    work.mkdir(parents=True, exist_ok=True)
+    config = write_config(make_drives(args.frames), args.frames, stem, work)
+    code = bev_quant(["calibrate", "--config", str(config), "--plan", f"models/{stem}.precision.yaml"])
     if code:
         raise SystemExit(f"calibrate failed ({code})")
-    models = {"fp32": Path("models/bev_tiny.onnx"), "own_drives_int8_cpu": ROOT / "bev_tiny.int8_cpu.onnx",
-              "shipped_int8_cpu": default_model_path("int8")}
+    models = {"fp32": default_model_path("fp32", stem=stem), "own_drives_int8_cpu": work / f"{stem}.int8_cpu.onnx",
+              "shipped_int8_cpu": default_model_path("int8", stem=stem)}
     nds = {name: held_out_nds(path, args.held_out_frames) for name, path in models.items()}
     change = {name: {c: 100.0 * (nds[name][c] - nds["fp32"][c]) for c in CONDITIONS}
               for name in models if name != "fp32"}
     report = {
         "benchmark": "INT8 calibrated from own drives (Autoware topic names, no ground truth, rig from the bags)",
+        "model_stem": stem,
         "own_drives": {"conditions": list(DRIVE_CONDITIONS), "frames_per_drive": args.frames,
                        "calibration_seeds_from": BANDS["calib"], "validation_seeds_from": BANDS["val"],
-                       "plan": "models/bev_tiny.precision.yaml (shipped; ranges recalibrated, no search)",
+                       "config": f"config/quant_{stem}.yaml with these drives",
+                       "plan": f"models/{stem}.precision.yaml (shipped; ranges recalibrated, no search)",
                        "reference": "FP32 detections >= 0.3 (the drives have no ground truth)"},
         "held_out": {"seeds_from": HELD_OUT_SEED, "frames": args.held_out_frames, "conditions": list(CONDITIONS)},
         "nds": nds, "nds_change_points_vs_fp32": change,

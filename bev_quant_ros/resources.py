@@ -14,7 +14,7 @@ from pathlib import Path
 from bev_quant_ros.errors import ConfigError
 
 PACKAGE = "bev_quant_ros"
-DEFAULT_MODEL_STEM = "bev_tiny"
+DEFAULT_MODEL_STEM = "bev_v3"  # network v3: detects camera-only when the lidar fails (models/bev_v3.md)
 
 
 def package_file(subdir: str, name: str) -> Path:
@@ -35,9 +35,9 @@ _INT8_SUFFIX = {"tensorrt": ".int8.onnx", "onnxruntime": ".int8_cpu.onnx"}
 
 
 def default_model_path(precision: str, backend: str = "onnxruntime", stem: str = DEFAULT_MODEL_STEM) -> Path:
-    """The shipped model ``stem`` for ``precision`` on a concrete ``backend``: models/bev_tiny.onnx
-    (fp32), bev_tiny.int8.onnx (int8, TensorRT) or bev_tiny.int8_cpu.onnx (int8, ONNX Runtime);
-    ``stem`` bev_v3 for the v3 files."""
+    """The shipped model ``stem`` for ``precision`` on a concrete ``backend``: models/<stem>.onnx
+    (fp32), <stem>.int8.onnx (int8, TensorRT) or <stem>.int8_cpu.onnx (int8, ONNX Runtime);
+    ``stem`` bev_tiny for the v2 files."""
     if precision == "fp32":
         return package_file("models", stem + ".onnx")
     if precision != "int8" or backend not in _INT8_SUFFIX:

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from bev_quant_ros.errors import BevQuantError
-from bev_quant_ros.resources import default_model_path
+from bev_quant_ros.resources import DEFAULT_MODEL_STEM, default_model_path
 
 DEMO_SEED = 100_100  # held-out: never used in training (< 10000) or calibration
 DEMO_DIR = Path(".cache") / "demo"
@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         if precision == "auto":
             precision = "int8" if _shipped("int8") else "fp32"
             if precision == "fp32":
-                print("demo: no shipped INT8 CPU model (models/bev_tiny.int8_cpu.onnx); running FP32", flush=True)
+                print(f"demo: no shipped INT8 CPU model (models/{DEFAULT_MODEL_STEM}.int8_cpu.onnx); running FP32",
+                      flush=True)
         model = default_model_path(precision)
         node_args = ["-p", f"model_path:={model}", "-p", f"precision:={precision}",
                      "-p", "qos_reliability:=reliable", "-p", "image_transport:=compressed"]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any, Mapping
 
 from bev_quant_ros.errors import ConfigError
+from bev_quant_ros.resources import DEFAULT_MODEL_STEM
 
 DEFAULT_CAMERA_NAMES: tuple[str, ...] = (
     "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT",
@@ -67,7 +68,8 @@ class ParamSpec:
 NODE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("model_path", "",
               "ONNX model (Q/DQ INT8 or FP32) with its .yaml config next to it; empty = the "
-              "package's shipped default model (models/bev_tiny[.int8].onnx)"),
+              f"package's shipped default model (models/{DEFAULT_MODEL_STEM}.int8_cpu.onnx on ONNX Runtime, "
+              f"{DEFAULT_MODEL_STEM}.int8.onnx on TensorRT, {DEFAULT_MODEL_STEM}.onnx for fp32)"),
     ParamSpec("backend", "auto", "inference runtime; auto = TensorRT when a GPU and TensorRT "
               "are present, else ONNX Runtime", choices=("auto", "onnxruntime", "tensorrt")),
     ParamSpec("precision", "int8", "engine precision to run", choices=("int8", "fp32")),
