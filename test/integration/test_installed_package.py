@@ -146,21 +146,25 @@ def test_node_with_missing_model_exits_2_naming_the_parameter(installed):
 
 
 def test_node_with_shipped_model_publishes_diagnostics_and_stops_on_sigint(installed):
-    process = subprocess.Popen([str(installed.prefix / "lib" / PACKAGE / NODE), "--ros-args",
-                                "-p", "diagnostics_period_s:=0.5"], cwd=installed.workdir,
-                               env=installed.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # The listener exists before the node starts, so the node's first discovery announcements
+    # find it (a listener created after them was, once in a few full runs, never sent data).
     rclpy.init()
     listener = rclpy.create_node("installed_diagnostics_listener")
     received: list[str] = []
     listener.create_subscription(DiagnosticArray, "/diagnostics", lambda msg: received.extend(
         s.name for s in msg.status if s.name.startswith(NODE)), 10)
+    process = subprocess.Popen([str(installed.prefix / "lib" / PACKAGE / NODE), "--ros-args",
+                                "-p", "diagnostics_period_s:=0.5"], cwd=installed.workdir,
+                               env=installed.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        got = spin_until(listener, lambda: received, timeout_s=30.0)
+        got = spin_until(listener, lambda: received, timeout_s=60.0)
+        publishers = listener.count_publishers("/diagnostics")
     finally:
         code, out, err = stop_process(process)
         listener.destroy_node()
         rclpy.try_shutdown()
-    assert got, f"no diagnostics from the installed node (exit {code}): {err[-2000:]}"
+    assert got, (f"no diagnostics from the installed node (exit {code}; /diagnostics publishers discovered: "
+                 f"{publishers}): {err[-2000:]}")
     assert f"{NODE}: pipeline" in received
     # The shipped default model is the prefix's copy, not the checkout's.
     assert str(installed.prefix / "share" / PACKAGE / "models" / f"{DEFAULT_MODEL_STEM}.int8_cpu.onnx") in out + err
