@@ -67,8 +67,7 @@ def pruned_qat(setup: PruneSetup, plan_path: Path, work: Path) -> tuple[Path, Pa
     history, _ = qat.finetune(student, teacher, qat.training_sampler(cfg, teacher.cfg, 0), cfg)
     inputs = qat.full_inputs(calibration[0].feeds[1], teacher.cfg)
     trt = qat.export_qdq(student, work / "pruned_qat_vgd.onnx", inputs, quant_config.model)
-    cpu = qat.export_cpu_flavour(student, quant_config, plan, work / "pruned_qat_vgd_cpu.onnx", inputs,
-                                 calibration, work)
+    cpu = qat.export_cpu_flavour(trt, work / "pruned_qat_vgd_cpu.onnx", teacher.cfg)
     return trt, cpu, float(history[-1]["loss"]) if history else float("nan")
 
 

@@ -202,8 +202,7 @@ def run_row(bench: Bench, name: str) -> dict:
         entry["metrics"] = score(assess.run_model(onnx_path, bench.held_out), bench.held_out)
         entry["runs_on"] = "Q/DQ ONNX (TensorRT flavour) on ONNX Runtime; TensorRT"
         if name == "qat_int8_vgd":
-            cpu = qat.export_cpu_flavour(student, bench.quant_config, bench.plan, bench.work / f"{name}_cpu.onnx",
-                                         inputs, bench.calibration, bench.work)
+            cpu = qat.export_cpu_flavour(onnx_path, bench.work / f"{name}_cpu.onnx", bench.teacher.cfg)
             entry["cpu_flavour_metrics"] = score(assess.run_model(cpu, bench.held_out), bench.held_out)
     else:
         entry["metrics"] = score(torch_run(student, bench.held_out, model), bench.held_out)

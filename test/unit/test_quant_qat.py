@@ -10,17 +10,17 @@ import pytest
 torch = pytest.importorskip("torch", reason="torch (the optional 'train' extra) is not installed")
 pytest.importorskip("modelopt.torch.quantization", reason="nvidia-modelopt is not installed")
 
+import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
 from bev_quant_ros.engine.io_check import check_contract, onnx_specs, read_onnx  # noqa: E402
-from bev_quant_ros.errors import ConfigError  # noqa: E402
+from bev_quant_ros.errors import ConfigError, PrecisionPlanError  # noqa: E402
 from bev_quant_ros.model.export import check_contract as check_model_contract  # noqa: E402
 from bev_quant_ros.model.export import compare_with_torch, export_onnx  # noqa: E402
 from bev_quant_ros.model.network import BEVDetector, ContractWrapper  # noqa: E402
 from bev_quant_ros.model.onnx_weights import detector_from_onnx, module_name_of  # noqa: E402
 from bev_quant_ros.quant import qat  # noqa: E402
 from bev_quant_ros.quant.calib_data import MODES, SequenceSetSpec, record_set  # noqa: E402
-from bev_quant_ros.quant.config import QuantConfig  # noqa: E402
 from bev_quant_ros.quant.plan import FloatNode, PrecisionPlan  # noqa: E402
 from bev_quant_ros.quant.qdq import tensorrt_style  # noqa: E402
 
@@ -143,6 +143,47 @@ def test_export_is_tensorrt_qdq_matching_the_fake_quant_model(tiny_network_path,
     assert max(float(np.median(e)) for e in errors) < 1e-5
 
 
+def activation_quantizers(model) -> dict[str, tuple[str, float, np.ndarray]]:
+    """Activation QuantizeLinear -> (the op type feeding it, its scale, its zero point)."""
+    values = {i.name: onnx.numpy_helper.to_array(i) for i in model.graph.initializer}
+    values.update({n.output[0]: onnx.numpy_helper.to_array(n.attribute[0].t)
+                   for n in model.graph.node if n.op_type == "Constant"})
+    producers = {o: n.op_type for n in model.graph.node for o in n.output}
+    return {n.name: (producers.get(n.input[0], "input"), float(values[n.input[1]]), values[n.input[2]])
+            for n in model.graph.node
+            if n.op_type == "QuantizeLinear" and producers.get(n.input[0]) != "Constant" and n.input[0] not in values}
+
+
+def test_cpu_flavour_keeps_the_students_levels_in_uint8_and_ort_fuses_its_convs(tiny_network_path, calibration,
+                                                                               sample, tiny_model_config, tmp_path):
+    student = student_of(tiny_network_path, calibration)
+    qat.finetune(student, detector_from_onnx(tiny_network_path), sample, CFG)
+    inputs = qat.full_inputs(calibration[0].feeds[2], tiny_model_config)
+    trt = qat.export_qdq(student, tmp_path / "qat.onnx", inputs, tiny_network_path)
+    cpu = qat.export_cpu_flavour(trt, tmp_path / "qat_cpu.onnx", tiny_model_config)
+    before, after = activation_quantizers(read_onnx(trt)), activation_quantizers(read_onnx(cpu))
+    assert before.keys() == after.keys() and len(after) > 5  # the same quantizers, none added or removed
+    assert all(zp.dtype == np.int8 and zp == 0 for _, _, zp in before.values())
+    for name, (source, scale, zp) in after.items():
+        relu = source == "Relu"  # unsigned: half the step, so every trained level stays and the clip with them
+        assert zp.dtype == np.uint8 and zp == (0 if relu else 128), name
+        assert scale == pytest.approx(before[name][1] / (2 if relu else 1), rel=1e-6), name
+    assert any(source == "Relu" for source, _, _ in after.values())
+    assert any(source != "Relu" for source, _, _ in after.values())
+    kept = {i.name: i.raw_data for i in read_onnx(cpu).graph.initializer}
+    assert all(kept.get(i.name) == i.raw_data for i in read_onnx(trt).graph.initializer)  # weights untouched
+    with torch.no_grad():
+        expected = ContractWrapper(student).eval()(*qat.contract_args(inputs, tiny_model_config.input_shapes()))
+    got = ort.InferenceSession(str(cpu), providers=["CPUExecutionProvider"]).run(None, inputs)
+    assert max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected)) < 2e-2  # the fine-tuned student
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
+    ort.InferenceSession(str(cpu), options, providers=["CPUExecutionProvider"])
+    assert any(n.op_type == "QLinearConv" for n in read_onnx(tmp_path / "optimized.onnx").graph.node)
+    with pytest.raises(PrecisionPlanError, match="not a symmetric int8 activation quantizer"):
+        qat.export_cpu_flavour(cpu, tmp_path / "twice.onnx", tiny_model_config)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
                     reason="tensorrt_rtx not installed (pip install tensorrt-rtx-cu13): no TensorRT builder here")
 def test_qat_export_parses_and_builds_with_tensorrt_rtx(tiny_network_path, calibration, tiny_model_config, tmp_path):
@@ -184,13 +225,6 @@ V3_PLAN = PrecisionPlan("v3.onnx", "", "mse", 99.99, ["Conv"], 0.0025,
                         [FloatNode("/detector/fuse/fuse.0/Conv", "Conv", "")])
 
 
-def quant_config_for(model, tmp_path):
-    spec = SequenceSetSpec(("day",), 1, 3, 50_000, MODES)
-    return QuantConfig(model=model, output=tmp_path / "int8.onnx", plan=tmp_path / "plan.yaml", work_dir=tmp_path,
-                       method="mse", percentile=99.99, bins=2048, calibration=spec, validation=spec,
-                       sensitivity_frames=3, budget_nds=0.005, search_budget_nds=0.0025, op_types=("Conv",))
-
-
 def ort_outputs(path, inputs, **changed):
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     return session.run(None, {**inputs, **{k: np.array([v], np.float32) for k, v in changed.items()}})
@@ -207,8 +241,7 @@ def test_v3_student_finetunes_and_exports_both_flavours_with_dt_and_lidar_valid(
     assert step == 2 and all(np.isfinite(h["loss"]) for h in history)
     inputs = qat.full_inputs(v3_calibration[0].feeds[1], v3_config)
     trt = qat.export_qdq(student, tmp_path / "qat.onnx", inputs, v3_network_path)
-    cpu = qat.export_cpu_flavour(student, quant_config_for(v3_network_path, tmp_path), V3_PLAN,
-                                 tmp_path / "qat_cpu.onnx", inputs, v3_calibration, tmp_path)
+    cpu = qat.export_cpu_flavour(trt, tmp_path / "qat_cpu.onnx", v3_config)
     with torch.no_grad():
         expected = ContractWrapper(student).eval()(*qat.contract_args(inputs, v3_config.input_shapes()))
     for path in (trt, cpu):
