@@ -55,6 +55,16 @@ def read_onnx(path: str | Path) -> onnx.ModelProto:
     return model
 
 
+def constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
+    """Every tensor of ``model`` with a value fixed in the graph (initializers and Constant nodes'
+    outputs: exporters emit both), by name, in its stored dtype."""
+    values = {init.name: onnx.numpy_helper.to_array(init) for init in model.graph.initializer}
+    for node in model.graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            values[node.output[0]] = onnx.numpy_helper.to_array(node.attribute[0].t)
+    return values
+
+
 def onnx_specs(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Graph inputs (initializers excluded) and outputs as static TensorSpecs."""
     initializers = {init.name for init in model.graph.initializer}

@@ -14,19 +14,12 @@ from typing import Mapping
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
+
+from bev_quant_ros.engine.io_check import constant_values
 
 _SHAPE_OPS = frozenset({"Identity", "Reshape", "Unsqueeze", "Squeeze", "Flatten", "Transpose"})
 _ELEMENTWISE_OPS = frozenset({"Add", "Sub", "Mul", "Div"})
 Interval = tuple[np.ndarray, np.ndarray]  # (low, high), broadcastable to the tensor
-
-
-def _constants(model: onnx.ModelProto) -> dict[str, np.ndarray]:
-    constants = {i.name: numpy_helper.to_array(i).astype(np.float64) for i in model.graph.initializer}
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
-            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t).astype(np.float64)
-    return constants
 
 
 def _elementwise(op: str, a: Interval, b: Interval) -> Interval | None:
@@ -47,7 +40,7 @@ def bounded_tensor_ranges(model: onnx.ModelProto, input_ranges: Mapping[str, tup
                           ) -> dict[str, tuple[float, float]]:
     """(low, high) of every tensor computed from ``input_ranges`` (graph input -> bounds) by
     shape ops and constant elementwise ops only; per-tensor bounds (the quantizer is per tensor)."""
-    constants = _constants(model)
+    constants = {name: value.astype(np.float64) for name, value in constant_values(model).items()}
     known: dict[str, Interval] = {name: (np.array(low, np.float64), np.array(high, np.float64))
                                   for name, (low, high) in input_ranges.items()}
     for node in model.graph.node:  # graph order is topological

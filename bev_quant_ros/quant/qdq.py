@@ -30,7 +30,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
-from bev_quant_ros.engine.io_check import check_contract, onnx_specs, read_onnx
+from bev_quant_ros.engine.io_check import check_contract, constant_values, onnx_specs, read_onnx
 from bev_quant_ros.errors import PrecisionPlanError
 from bev_quant_ros.quant.calib_data import RecordedSequence, state_feeds
 
@@ -171,17 +171,6 @@ def tensorrt_style(path: str | Path) -> tuple[bool, str]:
     return True, "symmetric int8, float bias"
 
 
-def _constant_value(model: onnx.ModelProto, name: str) -> np.ndarray | None:
-    """The value of tensor ``name`` when it is an initializer or a Constant node's output."""
-    for init in model.graph.initializer:
-        if init.name == name:
-            return onnx.numpy_helper.to_array(init)
-    for node in model.graph.node:
-        if node.op_type == "Constant" and node.output[0] == name:
-            return onnx.numpy_helper.to_array(node.attribute[0].t)
-    return None
-
-
 def unsigned_activations(model_path: str | Path, out_path: str | Path) -> Path:
     """The CPU flavour of a symmetric int8 Q/DQ model whose grid was trained (a QAT export): every
     activation Q/DQ pair moves to uint8. Zero point 128 with the same scale keeps the 256 levels and
@@ -196,6 +185,7 @@ def unsigned_activations(model_path: str | Path, out_path: str | Path) -> Path:
     model = onnx.load(str(model_path))
     graph = model.graph
     weights = {init.name for init in graph.initializer}
+    values = constant_values(model)
     producers = {out: node for node in graph.node for out in node.output}
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for node in graph.node:
@@ -207,8 +197,8 @@ def unsigned_activations(model_path: str | Path, out_path: str | Path) -> Path:
         source = producers.get(node.input[0])
         if source is not None and source.op_type == "Constant":
             continue
-        scale = _constant_value(model, node.input[1])
-        zero_point = _constant_value(model, node.input[2]) if len(node.input) > 2 else None
+        scale = values.get(node.input[1])
+        zero_point = values.get(node.input[2]) if len(node.input) > 2 else None
         if scale is None or zero_point is None or zero_point.dtype != np.int8 or zero_point.any():
             raise PrecisionPlanError(f"{model_path}: {node.name} is not a symmetric int8 activation quantizer")
         after_relu = source is not None and source.op_type == "Relu"
