@@ -5,8 +5,9 @@ the quant config's ``validation.modes``) against ground truth, per group (the co
 "night/camera_only": the same drive with the lidar withheld): FP32; the shipped PTQ INT8 (the quant
 config's ``cpu_output``); modelopt all-INT8 PTQ; QAT INT8 without distillation,
 image-view only, BEV only, both (VGD: the QAT config's loss weights, distillation only), VGD plus the
-detection loss, VGD quantized progressively (image encoder, then fusion/temporal, then the head), and all-INT8
-VGD (the plan ignored), exported to Q/DQ and run by ONNX Runtime;
+detection loss, VGD quantized progressively (image encoder, then fusion/temporal, then the head), VGD with a
+quantizer after every int8 conv (so the CPU flavour fuses each into QLinearConv), and all-INT8
+VGD (the plan ignored), exported to Q/DQ and run by ONNX Runtime (CPU_FLAVOUR_ROWS also as the CPU flavour);
 W8A8/W6A6/W4A8/W4A6 PTQ vs QAT+VGD as fake quant in PyTorch (W4/W6 cannot be exported). Each QAT row fine-tunes the
 same number of steps from the same calibration (config/qat_bev_tiny.yaml, v3: config/qat_bev_v3.yaml);
 ``--rows`` picks some; rows are cached in ``--work`` so a rerun continues where it stopped. The worst NDS
@@ -57,6 +58,7 @@ ROWS = {
     "qat_int8_vgd": (8, 8, True, VGD),
     "qat_int8_vgd_plus_detection": (8, 8, True, qat.LossWeights(1.0, 1.0, 1.0)),
     "qat_int8_vgd_progressive": (8, 8, True, VGD),  # quantized stage by stage (qat.PROGRESSIVE_STAGES)
+    "qat_int8_vgd_conv_outputs": (8, 8, True, VGD),  # and a quantizer after every int8 conv (CONV_OUTPUT_ROWS)
     "qat_all_int8_vgd": (8, 8, False, VGD),  # float only where modelopt has no quantizer (Softmax, Add, MatMul)
     "qat_all_int8_vgd_3x_steps": (8, 8, False, VGD),  # the same with 3x the steps (ROW_STEPS_FACTOR)
     "qat_all_int8_vgd_3x_steps_cosine": (8, 8, False, VGD),  # and the lr decaying to 0 (ROW_LR_SCHEDULE)
@@ -67,6 +69,12 @@ ROWS = {
 ROW_STEPS_FACTOR = {"qat_all_int8_vgd_3x_steps": 3, "qat_all_int8_vgd_3x_steps_cosine": 3}  # x the config's steps
 ROW_LR_SCHEDULE = {"qat_all_int8_vgd_3x_steps_cosine": "cosine"}  # every other row: the config's schedule
 PROGRESSIVE_ROWS = {"qat_int8_vgd_progressive"}  # every other row quantizes all at once
+# qat.conv_output_modules quantized too, so the CPU flavour fuses every int8 conv into QLinearConv
+CONV_OUTPUT_ROWS = {"qat_int8_vgd_conv_outputs"}
+CPU_FLAVOUR_ROWS = ("qat_int8_vgd", "qat_int8_vgd_conv_outputs")  # also scored and timed as the CPU flavour
+# "qat_int8_vgd#2": the row's second run (--repeats), from the same calibration, fine-tuned on the windows that
+# come next in the training stream the rows of one bench process share
+REPEAT_MARK = "#"
 CURVE_POINTS = 20  # training-curve points per QAT row (means over equal step bins)
 
 
@@ -180,12 +188,39 @@ class Bench:
         return self.sample
 
 
-def run_row(bench: Bench, name: str) -> dict:
-    """One ROWS entry: quantize, fine-tune unless PTQ, score (exported Q/DQ at 8 bits, else fake quant)."""
+def run_keys(names: Sequence[str], repeats: int) -> list[str]:
+    """The cached row keys of ``names``: each QAT row ``repeats`` times (fine-tuning is not bit-reproducible:
+    float summation order lets two runs of one row part after a few steps), PTQ rows once (deterministic)."""
+    return [f"{name}{REPEAT_MARK}{k}" if k > 1 else name for name in names
+            for k in range(1, (repeats if ROWS[name][3] is not None else 1) + 1)]
+
+
+def repeat_spread(rows: dict[str, dict], fp32: dict, modes: dict[str, list[str]]) -> dict[str, dict]:
+    """Per row run more than once: every run's worst drop per mode, both flavours where scored."""
+    runs: dict[str, list[dict]] = {}
+    for key, row in rows.items():
+        runs.setdefault(key.split(REPEAT_MARK)[0], []).append(row)
+    spread = {}
+    for name, entries in runs.items():
+        if len(entries) < 2:
+            continue
+        spread[name] = {"runs": len(entries)}
+        for field, label in (("metrics", "worst_nds_drop_points_per_mode"),
+                             ("cpu_flavour_metrics", "worst_nds_drop_points_per_mode_cpu_flavour")):
+            if all(field in e for e in entries):
+                drops = [worst_drops(fp32, e[field], modes) for e in entries]
+                spread[name][label] = {mode: [d[mode] for d in drops] for mode in modes}
+    return spread
+
+
+def run_row(bench: Bench, key: str) -> dict:
+    """One ROWS entry (``key``: its name, or a repeat of it): quantize, fine-tune unless PTQ, score (exported
+    Q/DQ at 8 bits, else fake quant)."""
+    name = key.split(REPEAT_MARK)[0]
     w_bits, a_bits, honour, weights = ROWS[name]
     model, cfg = bench.quant_config.model, bench.cfg
     student = qat.quantize_student(detector_from_onnx(model), bench.calibration, w_bits, a_bits,
-                                   bench.plan if honour else None)
+                                   bench.plan if honour else None, model if name in CONV_OUTPUT_ROWS else None)
     entry: dict = {"weight_bits": w_bits, "activation_bits": a_bits, "plan": honour}
     weights = cfg.weights if weights == VGD else weights
     if weights is not None:
@@ -198,11 +233,11 @@ def run_row(bench: Bench, name: str) -> dict:
                      last_loss=history[-1] if history else None, curve=loss_curve(history))
     if w_bits == a_bits == 8 and weights is not None:
         inputs = qat.full_inputs(bench.calibration[0].feeds[1], bench.teacher.cfg)
-        onnx_path = qat.export_qdq(student, bench.work / f"{name}.onnx", inputs, model)
+        onnx_path = qat.export_qdq(student, bench.work / f"{key}.onnx", inputs, model)
         entry["metrics"] = score(assess.run_model(onnx_path, bench.held_out), bench.held_out)
         entry["runs_on"] = "Q/DQ ONNX (TensorRT flavour) on ONNX Runtime; TensorRT"
-        if name == "qat_int8_vgd":
-            cpu = qat.export_cpu_flavour(onnx_path, bench.work / f"{name}_cpu.onnx", bench.teacher.cfg)
+        if name in CPU_FLAVOUR_ROWS:
+            cpu = qat.export_cpu_flavour(onnx_path, bench.work / f"{key}_cpu.onnx", bench.teacher.cfg)
             entry["cpu_flavour_metrics"] = score(assess.run_model(cpu, bench.held_out), bench.held_out)
     else:
         entry["metrics"] = score(torch_run(student, bench.held_out, model), bench.held_out)
@@ -228,6 +263,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--frames", type=int, default=24, help="held-out frames per drive")
     parser.add_argument("--drives", type=int, default=1, help="held-out drives per condition")
     parser.add_argument("--steps", type=int, help="QAT steps per row (default: the config's)")
+    parser.add_argument("--repeats", type=int, default=1, help="runs of each QAT row (their spread is reported)")
     parser.add_argument("--rounds", type=int, default=40, help="latency rounds")
     parser.add_argument("--curves", help="training-curve figure (default: --out with _curves.png)")
     return parser.parse_args()
@@ -246,14 +282,16 @@ def main() -> int:
     rows = cached_rows(rows_path, setup)
     held_out = held_out_sequences(model, CONDITIONS, args.frames, modes, args.drives)
     mode_groups = groups_by_mode(held_out)
-    references = {"fp32": model, "ptq_int8_shipped_cpu": quant_config.cpu_output}
+    references = {"fp32": model, "ptq_int8_shipped_cpu": quant_config.cpu_output,
+                  "ptq_int8_shipped_tensorrt": quant_config.output}
     for name, path in references.items():
         if name not in rows and path is not None:
             rows[name] = {"metrics": score(assess.run_model(path, held_out), held_out), "runs_on": "ONNX Runtime"}
     fp32 = rows["fp32"]["metrics"]
     bench = Bench(cfg, quant_config, read_plan(quant_config.plan), detector_from_onnx(model),
                   record_set(model, quant_config.calibration), held_out, work)
-    for name in args.rows:
+    keys = run_keys(args.rows, args.repeats)
+    for name in keys:
         if name in rows:
             continue
         t0 = time.monotonic()
@@ -264,11 +302,12 @@ def main() -> int:
         print(f"{name}: NDS all {entry['metrics']['all']['NDS']:.4f}, worst drop (points) "
               f"{worst_drops(fp32, entry['metrics'], mode_groups)} ({entry['seconds']:.0f} s)", flush=True)
 
-    shown = {name: rows[name] for name in (*references, *args.rows) if name in rows}
+    shown = {name: rows[name] for name in (*references, *keys) if name in rows}
     models = {"fp32": model, "int8_cpu_shipped": quant_config.cpu_output}
-    if (work / "qat_int8_vgd_cpu.onnx").is_file():
-        models["int8_cpu_qat_vgd"] = work / "qat_int8_vgd_cpu.onnx"
+    cpu_rows = [name for name in CPU_FLAVOUR_ROWS if "cpu_flavour_metrics" in shown.get(name, {})]
+    models.update({f"int8_cpu_{name.replace('qat_int8_', 'qat_')}": work / f"{name}_cpu.onnx" for name in cpu_rows})
     drops = {name: worst_drops(fp32, r["metrics"], mode_groups) for name, r in shown.items()}
+    cpu_drops = {name: worst_drops(fp32, shown[name]["cpu_flavour_metrics"], mode_groups) for name in cpu_rows}
     result = {
         "model": str(model.relative_to(ROOT)), "config": args.config,
         "held_out": {**setup["held_out"], "frames_per_condition": args.frames * args.drives},
@@ -277,11 +316,14 @@ def main() -> int:
         "rows": shown,
         "worst_nds_drop_points": {name: d["all"] for name, d in drops.items()},
         "worst_nds_drop_points_per_mode": {name: {m: d[m] for m in modes} for name, d in drops.items()},
+        "worst_nds_drop_points_per_mode_cpu_flavour": {name: {m: d[m] for m in modes} for name, d in cpu_drops.items()},
+        "repeats": repeat_spread(shown, fp32, mode_groups),
         "latency_1_thread": latency({k: v for k, v in models.items() if v is not None},
                                     [f for s in held_out for f in s.feeds], threads=1, rounds=args.rounds),
         "machine": {"cpu": platform.processor() or platform.machine(), "torch_threads": 1},
     }
-    write_result(args.out, result, ("worst_nds_drop_points", "worst_nds_drop_points_per_mode", "latency_1_thread"))
+    write_result(args.out, result, ("worst_nds_drop_points", "worst_nds_drop_points_per_mode",
+                                    "worst_nds_drop_points_per_mode_cpu_flavour", "repeats", "latency_1_thread"))
     curves = Path(args.curves or Path(args.out).with_name(f"{Path(args.out).stem}_curves.png"))
     plot_curves(shown, curves)
     print(f"wrote {curves}")

@@ -65,6 +65,16 @@ def constant_values(model: onnx.ModelProto) -> dict[str, np.ndarray]:
     return values
 
 
+def consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """Tensor name -> the nodes reading it, in graph order (graph walks: the recurrent loop, what a
+    quantizer feeds, what a conv's output reaches)."""
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    return readers
+
+
 def onnx_specs(model: onnx.ModelProto) -> tuple[list[TensorSpec], list[TensorSpec]]:
     """Graph inputs (initializers excluded) and outputs as static TensorSpecs."""
     initializers = {init.name for init in model.graph.initializer}

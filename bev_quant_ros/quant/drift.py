@@ -18,6 +18,7 @@ import numpy as np
 import onnx
 
 from bev_quant_ros.engine.contract import STATE_INPUT, STATE_OUTPUT
+from bev_quant_ros.engine.io_check import consumers
 from bev_quant_ros.perception.box_decoding import decode
 from bev_quant_ros.perception.boxes import Boxes3D
 from bev_quant_ros.quant.assess import REFERENCE_SCORE_THRESHOLD, decode_config_for, frame_outputs
@@ -79,15 +80,12 @@ def drift_curve(fp32_path: str | Path, int8_path: str | Path, sequence: Recorded
 
 def state_path_nodes(model: onnx.ModelProto, candidates: Sequence[str]) -> list[str]:
     """Candidate nodes on a path from `prev_bev` to `bev_state` (the recurrent loop)."""
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in model.graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    readers = consumers(model.graph)
     producers = {out: node for node in model.graph.node for out in node.output}
     downstream: set[str] = set()
     frontier = [STATE_INPUT]
     while frontier:
-        for node in consumers.get(frontier.pop(), []):
+        for node in readers.get(frontier.pop(), []):
             if node.name not in downstream:
                 downstream.add(node.name)
                 frontier += list(node.output)

@@ -30,7 +30,7 @@ import onnx
 from onnxruntime.quantization import CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static
 from onnxruntime.quantization.calibrate import TensorData, TensorsData, save_tensors_data
 
-from bev_quant_ros.engine.io_check import check_contract, constant_values, onnx_specs, read_onnx
+from bev_quant_ros.engine.io_check import check_contract, constant_values, consumers, onnx_specs, read_onnx
 from bev_quant_ros.errors import PrecisionPlanError
 from bev_quant_ros.quant.calib_data import RecordedSequence, state_feeds
 
@@ -187,10 +187,7 @@ def unsigned_activations(model_path: str | Path, out_path: str | Path) -> Path:
     weights = {init.name for init in graph.initializer}
     values = constant_values(model)
     producers = {out: node for node in graph.node for out in node.output}
-    consumers: dict[str, list[onnx.NodeProto]] = {}
-    for node in graph.node:
-        for name in node.input:
-            consumers.setdefault(name, []).append(node)
+    readers = consumers(graph)
     for node in list(graph.node):
         if node.op_type != "QuantizeLinear" or node.input[0] in weights:
             continue
@@ -208,7 +205,7 @@ def unsigned_activations(model_path: str | Path, out_path: str | Path) -> Path:
         if after_relu:
             quantizer[0] = f"{node.output[0]}/uint8_scale"
             graph.initializer.append(onnx.numpy_helper.from_array((scale / 2).astype(scale.dtype), quantizer[0]))
-        for target in [node, *consumers.get(node.output[0], [])]:
+        for target in [node, *readers.get(node.output[0], [])]:
             if target is not node and target.op_type != "DequantizeLinear":
                 raise PrecisionPlanError(f"{model_path}: {node.name} feeds {target.op_type}, not a DequantizeLinear")
             target.input[1] = quantizer[0]

@@ -176,12 +176,53 @@ def test_cpu_flavour_keeps_the_students_levels_in_uint8_and_ort_fuses_its_convs(
         expected = ContractWrapper(student).eval()(*qat.contract_args(inputs, tiny_model_config.input_shapes()))
     got = ort.InferenceSession(str(cpu), providers=["CPUExecutionProvider"]).run(None, inputs)
     assert max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected)) < 2e-2  # the fine-tuned student
-    options = ort.SessionOptions()
-    options.optimized_model_filepath = str(tmp_path / "optimized.onnx")
-    ort.InferenceSession(str(cpu), options, providers=["CPUExecutionProvider"])
-    assert any(n.op_type == "QLinearConv" for n in read_onnx(tmp_path / "optimized.onnx").graph.node)
+    assert "QLinearConv" in optimized_op_types(cpu, tmp_path)
     with pytest.raises(PrecisionPlanError, match="not a symmetric int8 activation quantizer"):
         qat.export_cpu_flavour(cpu, tmp_path / "twice.onnx", tiny_model_config)
+
+
+def optimized_op_types(path, tmp_path):
+    """Op types of ``path`` after ONNX Runtime's CPU graph optimizations (what its kernels run)."""
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / f"{path.stem}.optimized.onnx")
+    ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    return [n.op_type for n in read_onnx(options.optimized_model_filepath).graph.node]
+
+
+def test_conv_output_quantizers_let_the_cpu_flavour_fuse_every_int8_conv(tiny_network_path, calibration,
+                                                                        tiny_model_config, tmp_path):
+    plan = PrecisionPlan("tiny.onnx", "", "mse", 99.99, ["Conv"], 0.0025, [
+        FloatNode("/detector/heatmap_head/heatmap_head.1/Conv", "Conv", "")])
+    net = detector_from_onnx(tiny_network_path)
+    chosen = qat.conv_output_modules(tiny_network_path, net, qat.plan_float_modules(plan, net))
+    kinds = {name: type(m) for name, m in net.named_modules()}
+    assert "attention.qkv" in chosen and "image_encoder.out" in chosen  # convs feeding a Reshape
+    assert any(kinds[name] is torch.nn.ReLU for name in chosen)  # a ReLU'd conv: the quantizer after its ReLU
+    assert "image_encoder.stages.0.2" not in chosen  # feeds the next conv: its input quantizer covers it
+    assert "heatmap_head.0.2" in chosen  # its reader, heatmap_head.1, is float in the plan
+    assert "heatmap_head.1" not in chosen
+    assert "head_trunk.2" in chosen  # read by two int8 convs: two input quantizers, no single Q to fuse with
+    inputs = qat.full_inputs(calibration[0].feeds[2], tiny_model_config)
+    fused = {}
+    for outputs_of in (None, tiny_network_path):
+        torch.manual_seed(0)
+        student = qat.quantize_student(detector_from_onnx(tiny_network_path), calibration, plan=plan,
+                                       outputs_of=outputs_of)
+        on = {name for name, q in qat.quantizers(student).items() if q.is_enabled}
+        assert {n for n in on if n.endswith("output_quantizer")} == {f"{m}.output_quantizer" for m in chosen
+                                                                    if outputs_of is not None}
+        assert not any(kinds[n.rsplit(".", 1)[0]] is torch.nn.ReLU for n in on if n.endswith("input_quantizer"))
+        trt = qat.export_qdq(student, tmp_path / f"qat_{outputs_of is None}.onnx", inputs, tiny_network_path)
+        cpu = qat.export_cpu_flavour(trt, tmp_path / f"qat_{outputs_of is None}_cpu.onnx", tiny_model_config)
+        with torch.no_grad():
+            expected = ContractWrapper(student).eval()(*qat.contract_args(inputs, tiny_model_config.input_shapes()))
+        got = ort.InferenceSession(str(cpu), providers=["CPUExecutionProvider"]).run(None, inputs)
+        assert max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected)) < 2e-2
+        ops = optimized_op_types(cpu, tmp_path)
+        fused[outputs_of is not None] = (ops.count("QLinearConv"), ops.count("Conv") + ops.count("FusedConv"))
+    int8_convs = sum(1 for m in kinds.values() if m is torch.nn.Conv2d) - 1  # all but the plan's float one
+    assert fused[True] == (int8_convs, 1)  # every int8 conv runs as QLinearConv, only the float one in float
+    assert fused[False][0] < int8_convs
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
