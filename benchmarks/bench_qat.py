@@ -28,7 +28,7 @@ import platform
 import sys
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -72,8 +72,8 @@ PROGRESSIVE_ROWS = {"qat_int8_vgd_progressive"}  # every other row quantizes all
 # qat.conv_output_modules quantized too, so the CPU flavour fuses every int8 conv into QLinearConv
 CONV_OUTPUT_ROWS = {"qat_int8_vgd_conv_outputs"}
 CPU_FLAVOUR_ROWS = ("qat_int8_vgd", "qat_int8_vgd_conv_outputs")  # also scored and timed as the CPU flavour
-# "qat_int8_vgd#2": the row's second run (--repeats), from the same calibration, fine-tuned on the windows that
-# come next in the training stream the rows of one bench process share
+# "qat_int8_vgd#2": the row's second run (--repeats), from the same calibration, fine-tuned on another stream of
+# training windows (training seed = the config's + 1; run_seed)
 REPEAT_MARK = "#"
 CURVE_POINTS = 20  # training-curve points per QAT row (means over equal step bins)
 
@@ -180,17 +180,11 @@ class Bench:
     calibration: list[RecordedSequence]
     held_out: list[RecordedSequence]
     work: Path
-    sample: Callable | None = None
-
-    def training_sample(self) -> Callable:
-        """The fine-tuning windows, rendered once for all QAT rows."""
-        self.sample = self.sample or qat.training_sampler(self.cfg, self.teacher.cfg, 0)
-        return self.sample
 
 
 def run_keys(names: Sequence[str], repeats: int) -> list[str]:
-    """The cached row keys of ``names``: each QAT row ``repeats`` times (fine-tuning is not bit-reproducible:
-    float summation order lets two runs of one row part after a few steps), PTQ rows once (deterministic)."""
+    """The cached row keys of ``names``: each QAT row ``repeats`` times (what it reaches depends on the
+    windows it was fine-tuned on), PTQ rows once (deterministic)."""
     return [f"{name}{REPEAT_MARK}{k}" if k > 1 else name for name in names
             for k in range(1, (repeats if ROWS[name][3] is not None else 1) + 1)]
 
@@ -213,6 +207,12 @@ def repeat_spread(rows: dict[str, dict], fp32: dict, modes: dict[str, list[str]]
     return spread
 
 
+def run_seed(cfg: qat.QatConfig, key: str) -> int:
+    """The training-window seed of a row key: the config's for a row's first run, +k-1 for its k-th. Each
+    row draws its own stream, so a row's result does not depend on which rows ran before it."""
+    return cfg.seed + (int(key.split(REPEAT_MARK)[1]) - 1 if REPEAT_MARK in key else 0)
+
+
 def run_row(bench: Bench, key: str) -> dict:
     """One ROWS entry (``key``: its name, or a repeat of it): quantize, fine-tune unless PTQ, score (exported
     Q/DQ at 8 bits, else fake quant)."""
@@ -226,9 +226,11 @@ def run_row(bench: Bench, key: str) -> dict:
     if weights is not None:
         row_cfg = dataclasses.replace(cfg, weights=weights, steps=cfg.steps * ROW_STEPS_FACTOR.get(name, 1),
                                       progressive=name in PROGRESSIVE_ROWS,
-                                      lr_schedule=ROW_LR_SCHEDULE.get(name, cfg.lr_schedule))
-        history, _ = qat.finetune(student, bench.teacher, bench.training_sample(), row_cfg)
-        entry.update(steps=row_cfg.steps, lr_schedule=row_cfg.lr_schedule, loss_weights=dataclasses.asdict(weights),
+                                      lr_schedule=ROW_LR_SCHEDULE.get(name, cfg.lr_schedule), seed=run_seed(cfg, key))
+        sample = qat.training_sampler(row_cfg, bench.teacher.cfg, 0)
+        history, _ = qat.finetune(student, bench.teacher, sample, row_cfg)
+        entry.update(training_seed=row_cfg.seed, steps=row_cfg.steps, lr_schedule=row_cfg.lr_schedule,
+                     loss_weights=dataclasses.asdict(weights),
                      progressive=row_cfg.progressive,
                      last_loss=history[-1] if history else None, curve=loss_curve(history))
     if w_bits == a_bits == 8 and weights is not None:

@@ -30,16 +30,25 @@ def package_file(subdir: str, name: str) -> Path:
 
 
 # The INT8 model ships in two Q/DQ flavours of one plan (quant/qdq.py): TensorRT builds the
-# symmetric one; ONNX Runtime on a CPU runs the one with unsigned activations fastest.
-_INT8_SUFFIX = {"tensorrt": ".int8.onnx", "onnxruntime": ".int8_cpu.onnx"}
+# symmetric one; ONNX Runtime on a CPU runs the one with unsigned activations fastest. Where a
+# QAT student ships (<stem>.qat.int8.onnx, v3: it beat the PTQ model's TensorRT flavour on the
+# worst held-out condition, models/bev_v3.md), TensorRT takes it; its CPU flavour did not beat
+# the PTQ one, so ONNX Runtime keeps the PTQ model.
+_INT8_SUFFIXES = {"tensorrt": (".qat.int8.onnx", ".int8.onnx"), "onnxruntime": (".int8_cpu.onnx",)}
 
 
 def default_model_path(precision: str, backend: str = "onnxruntime", stem: str = DEFAULT_MODEL_STEM) -> Path:
     """The shipped model ``stem`` for ``precision`` on a concrete ``backend``: models/<stem>.onnx
-    (fp32), <stem>.int8.onnx (int8, TensorRT) or <stem>.int8_cpu.onnx (int8, ONNX Runtime);
-    ``stem`` bev_tiny for the v2 files."""
+    (fp32), <stem>.qat.int8.onnx where it ships else <stem>.int8.onnx (int8, TensorRT), or
+    <stem>.int8_cpu.onnx (int8, ONNX Runtime); ``stem`` bev_tiny for the v2 files."""
     if precision == "fp32":
         return package_file("models", stem + ".onnx")
-    if precision != "int8" or backend not in _INT8_SUFFIX:
+    if precision != "int8" or backend not in _INT8_SUFFIXES:
         raise ConfigError(f"no shipped model for precision '{precision}' on backend '{backend}'")
-    return package_file("models", stem + _INT8_SUFFIX[backend])
+    *preferred, fallback = _INT8_SUFFIXES[backend]
+    for suffix in preferred:
+        try:
+            return package_file("models", stem + suffix)
+        except ConfigError:
+            continue
+    return package_file("models", stem + fallback)

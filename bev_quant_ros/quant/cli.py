@@ -5,11 +5,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import shutil
 import sys
 from pathlib import Path
 from typing import Callable
 
-from bev_quant_ros.errors import BevQuantError
+from bev_quant_ros.errors import BevQuantError, ConfigError
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -60,6 +61,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     qat.add_argument("--config", required=True, help="e.g. config/qat_bev_tiny.yaml")
     qat.add_argument("--out", required=True, help="output dir; qat_last.pt there is resumed")
     qat.add_argument("--steps", type=int, help="override the config's fine-tuning steps")
+    qat.add_argument("--ship", type=Path, metavar="DIR",
+                     help="also copy the TensorRT flavour and its .yaml into DIR (models/: the shipped QAT student)")
     qat.set_defaults(func=_guarded(_qat))
 
 
@@ -136,4 +139,9 @@ def _qat(args: argparse.Namespace) -> int:
     for path in (result.tensorrt_onnx, result.cpu_onnx):
         if path is not None:
             print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
+    if args.ship is not None:
+        if result.tensorrt_onnx is None:
+            raise ConfigError("--ship needs an INT8 export (weight and activation bits 8)")
+        for path in (result.tensorrt_onnx, result.tensorrt_onnx.with_suffix(".yaml")):
+            print(f"shipped {shutil.copy(path, args.ship)}")
     return 0

@@ -22,6 +22,8 @@ scope is its module (``/detector/fuse/fuse.0/Conv`` -> ``fuse.0``; ``onnx_weight
 whose input and weight quantizers are disabled. modelopt quantizes only module inputs and
 weights (Conv2d here), so the plan's functional nodes (attention Softmax and residual Add, the
 warp-grid MatMul, the fusion Concat) stay float in the torch model and in its export.
+``quantize_conv_outputs`` adds a quantizer after each int8 conv (after its ReLU) whose output no single
+int8 conv's input quantizer covers (``conv_output_modules``), so a CPU runtime can fuse every int8 conv.
 
 Export: ``torch.onnx.export(opset 17, dynamo=False)`` gives the TensorRT flavour (symmetric
 int8 Q/DQ at conv inputs and weights); the CPU flavour (u8 activations) is that model with its

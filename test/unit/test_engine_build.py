@@ -9,8 +9,17 @@ import logging
 import onnx
 import pytest
 
-from bev_quant_ros.engine.build import BuildOptions, CacheKey, engine_paths, ensure_engine, import_tensorrt
+from bev_quant_ros.engine.build import (
+    BuildOptions,
+    CacheKey,
+    build_serialized_engine,
+    engine_paths,
+    ensure_engine,
+    import_tensorrt,
+)
 from bev_quant_ros.errors import ConfigError, EngineBuildError, ModelContractError
+from bev_quant_ros.quant.qdq import tensorrt_style
+from bev_quant_ros.resources import default_model_path
 
 RTX = "tensorrt_rtx"
 needs_rtx = pytest.mark.skipif(importlib.util.find_spec(RTX) is None,
@@ -99,3 +108,11 @@ def test_cli_builds_then_reuses(tiny_models, tmp_path, capsys):
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert f"built: {tmp_path}/tiny_int8.int8.engine" in out and f"cached: {tmp_path}/tiny_int8.int8.engine" in out
+
+
+@needs_rtx
+@pytest.mark.parametrize("stem", ["bev_v3", "bev_tiny"])
+def test_shipped_tensorrt_default_models_build(stem):
+    path = default_model_path("int8", "tensorrt", stem)  # bev_v3: the QAT student; bev_tiny: the PTQ model
+    assert tensorrt_style(path) == (True, "symmetric int8, float bias")
+    assert len(build_serialized_engine(import_tensorrt(RTX), path, BuildOptions(workspace_mib=256))) > 100_000

@@ -117,7 +117,8 @@ def test_shipped_model_per_precision_and_backend():
     from bev_quant_ros.resources import DEFAULT_MODEL_STEM, default_model_path
 
     assert default_model_path("fp32", "tensorrt") == ROOT / f"models/{DEFAULT_MODEL_STEM}.onnx"
-    assert default_model_path("int8", "tensorrt") == ROOT / f"models/{DEFAULT_MODEL_STEM}.int8.onnx"
+    assert default_model_path("int8", "tensorrt", "bev_v3") == ROOT / "models/bev_v3.qat.int8.onnx"  # the QAT student
+    assert default_model_path("int8", "tensorrt", "bev_tiny") == ROOT / "models/bev_tiny.int8.onnx"  # no QAT: PTQ
     assert default_model_path("int8", "onnxruntime") == ROOT / f"models/{DEFAULT_MODEL_STEM}.int8_cpu.onnx"
     assert default_model_path("int8", "onnxruntime", "bev_v3") == ROOT / "models/bev_v3.int8_cpu.onnx"
     with pytest.raises(ConfigError, match="precision 'fp16'"):
