@@ -180,10 +180,10 @@ def training_only_modules(net: nn.Module) -> list[str]:
 def conv_output_modules(model_path: str | Path, net: nn.Module, float_modules: Iterable[str] = ()) -> list[str]:
     """Modules whose output gets a quantizer so that every int8 conv has one after it: a conv whose output
     (or its ReLU's) reaches anything but one int8 conv (a Reshape, the lidar gate's Mul, a Concat, a Resize;
-    two convs: their two input quantizers are two Q's, and ORT fuses a conv with a single one). The ReLU module when the conv has one (its output is
-    what flows on, and a quantizer there lets the CPU flavour fold the ReLU), else the conv. Why: ONNX
-    Runtime fuses DQ -> Conv into QLinearConv only with a Q after it; v3's QAT CPU flavour ran 8 of its
-    17 int8 convs in float (0.68x FP32 latency against the PTQ's 0.55x)."""
+    two convs: their two input quantizers are two Q's, and ORT fuses a conv with a single one). The ReLU
+    module when the conv has one (its output is what flows on, and a quantizer there lets the CPU flavour
+    fold the ReLU), else the conv. Why: ONNX Runtime fuses DQ -> Conv into QLinearConv only with a Q after
+    it; v3's QAT CPU flavour ran 8 of its 17 int8 convs in float (0.68x FP32 latency against the PTQ's 0.55x)."""
     graph = read_onnx(model_path).graph
     readers = consumers(graph)
     kinds = {name: type(m) for name, m in net.named_modules()}
