@@ -3,14 +3,16 @@
 Rows on the same held-out drives (seeds >= 100000, ``--drives`` per condition, recorded in every mode of
 the quant config's ``validation.modes``) against ground truth, per group (the condition, and for v3 also
 "night/camera_only": the same drive with the lidar withheld): FP32; the shipped PTQ INT8 (the quant
-config's ``cpu_output``); modelopt all-INT8 PTQ; QAT INT8 without distillation,
+config's ``cpu_output`` and ``output``); modelopt all-INT8 PTQ; QAT INT8 without distillation,
 image-view only, BEV only, both (VGD: the QAT config's loss weights, distillation only), VGD plus the
 detection loss, VGD quantized progressively (image encoder, then fusion/temporal, then the head), VGD with a
-quantizer after every int8 conv (so the CPU flavour fuses each into QLinearConv), and all-INT8
-VGD (the plan ignored), exported to Q/DQ and run by ONNX Runtime (CPU_FLAVOUR_ROWS also as the CPU flavour);
-W8A8/W6A6/W4A8/W4A6 PTQ vs QAT+VGD as fake quant in PyTorch (W4/W6 cannot be exported). Each QAT row fine-tunes the
-same number of steps from the same calibration (config/qat_bev_tiny.yaml, v3: config/qat_bev_v3.yaml);
-``--rows`` picks some; rows are cached in ``--work`` so a rerun continues where it stopped. The worst NDS
+quantizer after every int8 conv (so the CPU flavour fuses each into QLinearConv), and all-INT8 VGD (the plan
+ignored; also with the conv-output quantizers, 100 and 300 steps), exported to Q/DQ and run by ONNX Runtime
+(CPU_FLAVOUR_ROWS also as the CPU flavour); W8A8/W6A6/W4A8/W4A6 PTQ vs QAT+VGD as fake quant in PyTorch
+(W4/W6 cannot be exported). Each QAT row fine-tunes the same number of steps from the same calibration
+(config/qat_bev_tiny.yaml, v3: config/qat_bev_v3.yaml) on its own stream of training windows (``run_seed``;
+``--repeats N`` runs each QAT row N times); ``--rows`` picks some; rows are cached in ``--work`` so a rerun
+continues where it stopped. The worst NDS
 drop vs FP32 is reported over every group and per mode (fused, camera_only). Latency: ONNX Runtime CPU
 at one thread. Training curves: each QAT row's loss parts (``curve``, bin means) and one figure of them
 (``--curves``, default beside ``--out``).
@@ -62,16 +64,20 @@ ROWS = {
     "qat_all_int8_vgd": (8, 8, False, VGD),  # float only where modelopt has no quantizer (Softmax, Add, MatMul)
     "qat_all_int8_vgd_3x_steps": (8, 8, False, VGD),  # the same with 3x the steps (ROW_STEPS_FACTOR)
     "qat_all_int8_vgd_3x_steps_cosine": (8, 8, False, VGD),  # and the lr decaying to 0 (ROW_LR_SCHEDULE)
+    "qat_all_int8_vgd_conv_outputs": (8, 8, False, VGD),  # all-INT8 with a quantizer after every conv
+    "qat_all_int8_vgd_conv_outputs_3x_steps": (8, 8, False, VGD),  # the same with 3x the steps
     "ptq_w6a6": (6, 6, True, None), "qat_vgd_w6a6": (6, 6, True, VGD),
     "ptq_w4a8": (4, 8, True, None), "qat_vgd_w4a8": (4, 8, True, VGD),
     "ptq_w4a6": (4, 6, True, None), "qat_vgd_w4a6": (4, 6, True, VGD),
 }
-ROW_STEPS_FACTOR = {"qat_all_int8_vgd_3x_steps": 3, "qat_all_int8_vgd_3x_steps_cosine": 3}  # x the config's steps
+ROW_STEPS_FACTOR = {"qat_all_int8_vgd_3x_steps": 3, "qat_all_int8_vgd_3x_steps_cosine": 3,
+                    "qat_all_int8_vgd_conv_outputs_3x_steps": 3}  # x the config's steps
 ROW_LR_SCHEDULE = {"qat_all_int8_vgd_3x_steps_cosine": "cosine"}  # every other row: the config's schedule
 PROGRESSIVE_ROWS = {"qat_int8_vgd_progressive"}  # every other row quantizes all at once
 # qat.conv_output_modules quantized too, so the CPU flavour fuses every int8 conv into QLinearConv
-CONV_OUTPUT_ROWS = {"qat_int8_vgd_conv_outputs"}
-CPU_FLAVOUR_ROWS = ("qat_int8_vgd", "qat_int8_vgd_conv_outputs")  # also scored and timed as the CPU flavour
+CONV_OUTPUT_ROWS = {"qat_int8_vgd_conv_outputs", "qat_all_int8_vgd_conv_outputs",
+                    "qat_all_int8_vgd_conv_outputs_3x_steps"}
+CPU_FLAVOUR_ROWS = ("qat_int8_vgd", *sorted(CONV_OUTPUT_ROWS))  # also scored and timed as the CPU flavour
 # "qat_int8_vgd#2": the row's second run (--repeats), from the same calibration, fine-tuned on another stream of
 # training windows (training seed = the config's + 1; run_seed)
 REPEAT_MARK = "#"
@@ -304,7 +310,8 @@ def main() -> int:
         print(f"{name}: NDS all {entry['metrics']['all']['NDS']:.4f}, worst drop (points) "
               f"{worst_drops(fp32, entry['metrics'], mode_groups)} ({entry['seconds']:.0f} s)", flush=True)
 
-    shown = {name: rows[name] for name in (*references, *keys) if name in rows}
+    more_runs = [key for key in rows if key.split(REPEAT_MARK)[0] in args.rows and key not in keys]  # cached repeats
+    shown = {name: rows[name] for name in (*references, *keys, *more_runs) if name in rows}
     models = {"fp32": model, "int8_cpu_shipped": quant_config.cpu_output}
     cpu_rows = [name for name in CPU_FLAVOUR_ROWS if "cpu_flavour_metrics" in shown.get(name, {})]
     models.update({f"int8_cpu_{name.replace('qat_int8_', 'qat_')}": work / f"{name}_cpu.onnx" for name in cpu_rows})
