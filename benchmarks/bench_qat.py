@@ -61,6 +61,7 @@ ROWS = {
     "qat_int8_vgd_plus_detection": (8, 8, True, qat.LossWeights(1.0, 1.0, 1.0)),
     "qat_int8_vgd_progressive": (8, 8, True, VGD),  # quantized stage by stage (qat.PROGRESSIVE_STAGES)
     "qat_int8_vgd_conv_outputs": (8, 8, True, VGD),  # and a quantizer after every int8 conv (CONV_OUTPUT_ROWS)
+    "qat_int8_vgd_cpu_grid": (8, 8, True, VGD),  # the same trained on the CPU flavour's grid (CPU_GRID_ROWS)
     "qat_all_int8_vgd": (8, 8, False, VGD),  # float only where modelopt has no quantizer (Softmax, Add, MatMul)
     "qat_all_int8_vgd_3x_steps": (8, 8, False, VGD),  # the same with 3x the steps (ROW_STEPS_FACTOR)
     "qat_all_int8_vgd_3x_steps_cosine": (8, 8, False, VGD),  # and the lr decaying to 0 (ROW_LR_SCHEDULE)
@@ -76,7 +77,8 @@ ROW_LR_SCHEDULE = {"qat_all_int8_vgd_3x_steps_cosine": "cosine"}  # every other 
 PROGRESSIVE_ROWS = {"qat_int8_vgd_progressive"}  # every other row quantizes all at once
 # qat.conv_output_modules quantized too, so the CPU flavour fuses every int8 conv into QLinearConv
 CONV_OUTPUT_ROWS = {"qat_int8_vgd_conv_outputs", "qat_all_int8_vgd_conv_outputs",
-                    "qat_all_int8_vgd_conv_outputs_3x_steps"}
+                    "qat_all_int8_vgd_conv_outputs_3x_steps", "qat_int8_vgd_cpu_grid"}
+CPU_GRID_ROWS = {"qat_int8_vgd_cpu_grid"}  # ReLU-fed quantizers trained unsigned: a CPU-only student
 CPU_FLAVOUR_ROWS = ("qat_int8_vgd", *sorted(CONV_OUTPUT_ROWS))  # also scored and timed as the CPU flavour
 # "qat_int8_vgd#2": the row's second run (--repeats), from the same calibration, fine-tuned on another stream of
 # training windows (training seed = the config's + 1; run_seed)
@@ -226,7 +228,8 @@ def run_row(bench: Bench, key: str) -> dict:
     w_bits, a_bits, honour, weights = ROWS[name]
     model, cfg = bench.quant_config.model, bench.cfg
     student = qat.quantize_student(detector_from_onnx(model), bench.calibration, w_bits, a_bits,
-                                   bench.plan if honour else None, model if name in CONV_OUTPUT_ROWS else None)
+                                   bench.plan if honour else None, model if name in CONV_OUTPUT_ROWS else None,
+                                   cpu_grid=name in CPU_GRID_ROWS)
     entry: dict = {"weight_bits": w_bits, "activation_bits": a_bits, "plan": honour}
     weights = cfg.weights if weights == VGD else weights
     if weights is not None:
@@ -239,7 +242,12 @@ def run_row(bench: Bench, key: str) -> dict:
                      loss_weights=dataclasses.asdict(weights),
                      progressive=row_cfg.progressive,
                      last_loss=history[-1] if history else None, curve=loss_curve(history))
-    if w_bits == a_bits == 8 and weights is not None:
+    if name in CPU_GRID_ROWS:
+        inputs = qat.full_inputs(bench.calibration[0].feeds[1], bench.teacher.cfg)
+        cpu = qat.export_cpu_student(student, bench.work / f"{key}_cpu.onnx", inputs, model)
+        entry["metrics"] = entry["cpu_flavour_metrics"] = score(assess.run_model(cpu, bench.held_out), bench.held_out)
+        entry["runs_on"] = "CPU flavour only (uint8 grid trained; not TensorRT-consumable) on ONNX Runtime"
+    elif w_bits == a_bits == 8 and weights is not None:
         inputs = qat.full_inputs(bench.calibration[0].feeds[1], bench.teacher.cfg)
         onnx_path = qat.export_qdq(student, bench.work / f"{key}.onnx", inputs, model)
         entry["metrics"] = score(assess.run_model(onnx_path, bench.held_out), bench.held_out)

@@ -61,8 +61,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     qat.add_argument("--config", required=True, help="e.g. config/qat_bev_tiny.yaml")
     qat.add_argument("--out", required=True, help="output dir; qat_last.pt there is resumed")
     qat.add_argument("--steps", type=int, help="override the config's fine-tuning steps")
+    qat.add_argument("--cpu-grid", action="store_true",
+                     help="train the CPU flavour's grid (ReLU-fed quantizers unsigned); exports the CPU flavour only")
     qat.add_argument("--ship", type=Path, metavar="DIR",
-                     help="also copy the TensorRT flavour and its .yaml into DIR (models/: the shipped QAT student)")
+                     help="also copy the TensorRT flavour (cpu_grid: the CPU flavour) and its .yaml into DIR "
+                          "(models/: the shipped QAT student)")
     qat.set_defaults(func=_guarded(_qat))
 
 
@@ -134,14 +137,17 @@ def _qat(args: argparse.Namespace) -> int:
 
     _logging()
     overrides = {"steps": args.steps} if args.steps is not None else {}
+    if args.cpu_grid:
+        overrides["cpu_grid"] = True
     result = run_qat(load_qat_config(args.config, **overrides), Path(args.out))
     print(f"step {result.step}; last loss parts: {result.history[-1] if result.history else 'resumed, none run'}")
     for path in (result.tensorrt_onnx, result.cpu_onnx):
         if path is not None:
             print(f"wrote {path} ({path.stat().st_size / 1e6:.2f} MB)")
     if args.ship is not None:
-        if result.tensorrt_onnx is None:
+        shipped = result.tensorrt_onnx or result.cpu_onnx  # a cpu_grid student has the CPU flavour only
+        if shipped is None:
             raise ConfigError("--ship needs an INT8 export (weight and activation bits 8)")
-        for path in (result.tensorrt_onnx, result.tensorrt_onnx.with_suffix(".yaml")):
+        for path in (shipped, shipped.with_suffix(".yaml")):
             print(f"shipped {shutil.copy(path, args.ship)}")
     return 0

@@ -24,6 +24,8 @@ weights (Conv2d here), so the plan's functional nodes (attention Softmax and res
 warp-grid MatMul, the fusion Concat) stay float in the torch model and in its export.
 ``quantize_conv_outputs`` adds a quantizer after each int8 conv (after its ReLU) whose output no single
 int8 conv's input quantizer covers (``conv_output_modules``), so a CPU runtime can fuse every int8 conv.
+``cpu_grid`` trains the quantizers that see ReLU outputs unsigned (``relu_fed_quantizers``): a CPU-only
+student whose CPU flavour (``export_cpu_student``) runs exactly the grid it was trained on.
 
 Export: ``torch.onnx.export(opset 17, dynamo=False)`` gives the TensorRT flavour (symmetric
 int8 Q/DQ at conv inputs and weights); the CPU flavour (u8 activations) is that model with its
@@ -102,6 +104,7 @@ class QatConfig:
     honour_plan: bool = True  # plan's float convs stay float
     progressive: bool = False  # quantize stage by stage (PROGRESSIVE_STAGES) instead of all at once
     quantize_conv_outputs: bool = False  # quantizers after the convs no conv input covers (conv_output_modules)
+    cpu_grid: bool = False  # ReLU-fed quantizers trained unsigned (the CPU flavour's grid); CPU export only
     lr_schedule: str = "constant"  # or "cosine": lr decays from ``lr`` to 0 over ``steps`` (`lr_at`)
     checkpoint_every_steps: int = 50
     threads: int = 1
@@ -200,6 +203,24 @@ def conv_output_modules(model_path: str | Path, net: nn.Module, float_modules: I
     return chosen
 
 
+def relu_fed_quantizers(model_path: str | Path, net: nn.Module, float_modules: Iterable[str] = (),
+                        output_modules: Iterable[str] = ()) -> list[str]:
+    """Activation quantizers that see only ReLU outputs: the output quantizers of ReLU modules among
+    ``output_modules`` and the input quantizers of int8 convs whose input a ReLU produces. Trained unsigned
+    (``cpu_grid``) they are the CPU flavour's uint8 zero-point-0 grid, which lets ORT fold the ReLU."""
+    graph = read_onnx(model_path).graph
+    producers = {out: node for node in graph.node for out in node.output}
+    kinds = {name: type(m) for name, m in net.named_modules()}
+    floats = set(float_modules)
+    names = [f"{m}.output_quantizer" for m in output_modules if kinds.get(m) is nn.ReLU]
+    for node in graph.node:
+        source = producers.get(node.input[0]) if node.op_type == "Conv" else None
+        if source is not None and source.op_type == "Relu" and (conv := module_name_of(node.name)) not in floats \
+                and kinds.get(conv) is nn.Conv2d:
+            names.append(f"{conv}.input_quantizer")
+    return names
+
+
 def register_relu_quantizers() -> None:
     """Let modelopt put quantizers on nn.ReLU (it ships them for LeakyReLU only); they stay off unless
     ``quant_rules`` names the module. Needed before quantizing and before restoring such a student."""
@@ -211,9 +232,10 @@ def register_relu_quantizers() -> None:
 
 
 def quant_rules(weight_bits: int = 8, activation_bits: int = 8, float_modules: Iterable[str] = (),
-                output_modules: Iterable[str] = ()) -> dict:
+                output_modules: Iterable[str] = (), unsigned: Iterable[str] = ()) -> dict:
     """modelopt 0.47 config: per-channel symmetric weights and per-tensor conv inputs (and the outputs of
-    ``output_modules``), max calibration; ``float_modules`` get none."""
+    ``output_modules``), max calibration; the ``unsigned`` quantizers (by name) on [0, amax] with all
+    levels; ``float_modules`` get none."""
     activations = {"num_bits": activation_bits, "axis": None}
     rules: list[dict[str, Any]] = [
         {"quantizer_name": "*", "enable": False},
@@ -221,6 +243,7 @@ def quant_rules(weight_bits: int = 8, activation_bits: int = 8, float_modules: I
         {"quantizer_name": "*input_quantizer", "parent_class": "nn.Conv2d", "cfg": activations},
     ]
     rules += [{"quantizer_name": f"{name}.output_quantizer", "cfg": activations} for name in output_modules]
+    rules += [{"quantizer_name": name, "cfg": {**activations, "unsigned": True}} for name in unsigned]
     rules += [{"quantizer_name": f"{name}.*", "enable": False} for name in float_modules]
     return {"quant_cfg": rules, "algorithm": "max"}
 
@@ -253,17 +276,21 @@ def run_sequence(net: BEVDetector, sequence: RecordedSequence) -> Iterable[tuple
 
 def quantize_student(net: BEVDetector, calibration: list[RecordedSequence], weight_bits: int = 8,
                      activation_bits: int = 8, plan: PrecisionPlan | None = None,
-                     outputs_of: str | Path | None = None) -> BEVDetector:
+                     outputs_of: str | Path | None = None, cpu_grid: bool = False) -> BEVDetector:
     """Fold BN, insert fake quantizers and calibrate them over ``calibration`` (own FP32 state:
     quantizers pass values through while calibrating). ``outputs_of``: the FP32 ONNX of ``net``, whose
-    graph picks the ``conv_output_modules`` to quantize too (None: conv inputs and weights only)."""
+    graph picks the ``conv_output_modules`` to quantize too (None: conv inputs and weights only);
+    ``cpu_grid`` (needs it) trains the ``relu_fed_quantizers`` unsigned."""
     import modelopt.torch.quantization as mtq
 
     register_relu_quantizers()
     floats = plan_float_modules(plan, net) + training_only_modules(net)
     outputs = conv_output_modules(outputs_of, net, floats) if outputs_of is not None else []
+    if cpu_grid and outputs_of is None:
+        raise ConfigError("qat: cpu_grid needs the FP32 ONNX graph (quantize_conv_outputs)")
+    unsigned = relu_fed_quantizers(outputs_of, net, floats, outputs) if cpu_grid else []
     fold_batchnorm(net.eval())
-    rules = quant_rules(weight_bits, activation_bits, floats, outputs)
+    rules = quant_rules(weight_bits, activation_bits, floats, outputs, unsigned)
 
     def forward_loop(model: BEVDetector) -> None:
         for sequence in calibration:
@@ -440,6 +467,27 @@ def export_qdq(student: BEVDetector, out_path: str | Path, inputs: dict[str, np.
                config_from: str | Path) -> Path:
     """The fake-quant student as a Q/DQ ONNX (TensorRT flavour), contract- and TensorRT-checked;
     the model config YAML of ``config_from`` is copied next to it."""
+    out_path = export_student(student, out_path, inputs, config_from)
+    ok, reason = tensorrt_style(out_path)
+    if not ok:
+        raise ConfigError(f"{out_path}: not TensorRT-consumable: {reason}")
+    return out_path
+
+
+def export_cpu_student(student: BEVDetector, out_path: str | Path, inputs: dict[str, np.ndarray],
+                       config_from: str | Path) -> Path:
+    """A ``cpu_grid`` student's CPU flavour: its export (uint8 where trained unsigned, int8 elsewhere) with
+    the signed activation quantizers moved to uint8 at zero point 128 (``unsigned_activations``)."""
+    out_path = Path(out_path)
+    trained = export_student(student, out_path.with_name(f"{out_path.stem}.trained.onnx"), inputs, config_from)
+    path = unsigned_activations(trained, out_path)
+    check_contract(path, student.cfg)
+    return path
+
+
+def export_student(student: BEVDetector, out_path: str | Path, inputs: dict[str, np.ndarray],
+                   config_from: str | Path) -> Path:
+    """The fake-quant student as Q/DQ ONNX (opset 17, the contract's names), contract-checked."""
     out_path = Path(out_path)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad(), warnings.catch_warnings():
@@ -450,9 +498,6 @@ def export_qdq(student: BEVDetector, out_path: str | Path, inputs: dict[str, np.
                           opset_version=OPSET, do_constant_folding=True, dynamo=False)
     copy_model_config(Path(config_from), out_path)
     check_contract(out_path, student.cfg)
-    ok, reason = tensorrt_style(out_path)
-    if not ok:
-        raise ConfigError(f"{out_path}: not TensorRT-consumable: {reason}")
     return out_path
 
 
@@ -526,7 +571,7 @@ def run_qat(cfg: QatConfig, out_dir: Path, export: bool = True) -> QatResult:
     else:
         student = quantize_student(detector_from_onnx(quant_config.model), calibration, cfg.weight_bits,
                                    cfg.activation_bits, plan,
-                                   quant_config.model if cfg.quantize_conv_outputs else None)
+                                   quant_config.model if cfg.quantize_conv_outputs else None, cfg.cpu_grid)
         optimizer, start = make_optimizer(student, cfg.lr), 0
     sample = training_sampler(cfg, teacher.cfg, start) if start < cfg.steps else list
     history, step = finetune(student, teacher, sample, cfg, out_dir, optimizer, start, earlier)
@@ -535,6 +580,10 @@ def run_qat(cfg: QatConfig, out_dir: Path, export: bool = True) -> QatResult:
     if export and cfg.weight_bits == cfg.activation_bits == 8:
         inputs = full_inputs(calibration[0].feeds[1], teacher.cfg)
         stem = quant_config.model.stem  # bev_tiny, bev_v3
+        if cfg.cpu_grid:  # uint8 where trained unsigned: not TensorRT-consumable, so the CPU flavour only
+            result.cpu_onnx = export_cpu_student(student, out_dir / f"{stem}.qat.int8_cpu.onnx", inputs,
+                                                 quant_config.model)
+            return result
         result.tensorrt_onnx = export_qdq(student, out_dir / f"{stem}.qat.int8.onnx", inputs, quant_config.model)
         result.cpu_onnx = export_cpu_flavour(result.tensorrt_onnx, out_dir / f"{stem}.qat.int8_cpu.onnx", teacher.cfg)
     return result

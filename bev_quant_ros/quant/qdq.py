@@ -180,8 +180,10 @@ def unsigned_activations(model_path: str | Path, out_path: str | Path) -> Path:
     trained clip was lost: v3, held-out 3 x 60 frames, camera-only worst drop 1.15 points against 0.75
     for the TensorRT flavour; half the scale 0.42 fused / -0.09 camera-only. Zero point 128 on every
     tensor matched the TensorRT flavour exactly but ran at 1.88x FP32: no ReLU fold, no QLinearConv.)
-    Weights keep their int8 Q/DQ; no Q/DQ is added or removed. ``write_qdq`` with the CPU flavour
-    would instead quantize every op of the plan's types, also where the student had no quantizer."""
+    Weights keep their int8 Q/DQ; no Q/DQ is added or removed; uint8 zero-point-0 quantizers (trained
+    unsigned: a ``cpu_grid`` QAT student) already are the CPU grid and stay as they are. ``write_qdq``
+    with the CPU flavour would instead quantize every op of the plan's types, also where the student had
+    no quantizer."""
     model = onnx.load(str(model_path))
     graph = model.graph
     weights = {init.name for init in graph.initializer}
@@ -196,6 +198,8 @@ def unsigned_activations(model_path: str | Path, out_path: str | Path) -> Path:
             continue
         scale = values.get(node.input[1])
         zero_point = values.get(node.input[2]) if len(node.input) > 2 else None
+        if zero_point is not None and zero_point.dtype == np.uint8 and not zero_point.any():
+            continue  # trained unsigned (a cpu_grid QAT student): already the CPU grid
         if scale is None or zero_point is None or zero_point.dtype != np.int8 or zero_point.any():
             raise PrecisionPlanError(f"{model_path}: {node.name} is not a symmetric int8 activation quantizer")
         after_relu = source is not None and source.op_type == "Relu"

@@ -225,6 +225,30 @@ def test_conv_output_quantizers_let_the_cpu_flavour_fuse_every_int8_conv(tiny_ne
     assert fused[False][0] < int8_convs
 
 
+def test_cpu_grid_student_exports_its_trained_unsigned_grid(tiny_network_path, calibration, sample,
+                                                             tiny_model_config, tmp_path):
+    torch.manual_seed(0)
+    student = qat.quantize_student(detector_from_onnx(tiny_network_path), calibration,
+                                   outputs_of=tiny_network_path, cpu_grid=True)
+    unsigned = {name for name, q in qat.quantizers(student).items() if q.is_enabled and q.unsigned}
+    assert "image_encoder.stages.1.0.input_quantizer" in unsigned  # fed by stages.0's ReLU
+    assert "image_encoder.stages.0.0.input_quantizer" not in unsigned  # the normalised image is signed
+    assert any(name.endswith("output_quantizer") for name in unsigned)  # a ReLU module's output
+    qat.finetune(student, detector_from_onnx(tiny_network_path), sample, CFG)
+    inputs = qat.full_inputs(calibration[0].feeds[2], tiny_model_config)
+    cpu = qat.export_cpu_student(student, tmp_path / "cpu.onnx", inputs, tiny_network_path)
+    quantizers = activation_quantizers(read_onnx(cpu))
+    assert all(zp.dtype == np.uint8 for _, _, zp in quantizers.values())
+    assert sum(zp == 0 for _, _, zp in quantizers.values()) >= len(unsigned) > 0
+    with torch.no_grad():
+        expected = ContractWrapper(student).eval()(*qat.contract_args(inputs, tiny_model_config.input_shapes()))
+    got = ort.InferenceSession(str(cpu), providers=["CPUExecutionProvider"]).run(None, inputs)
+    assert max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected)) < 2e-2  # the grid it trained on
+    assert not {"Conv", "FusedConv"} & set(optimized_op_types(cpu, tmp_path))  # every conv int8 (no plan here)
+    with pytest.raises(ConfigError, match="cpu_grid needs"):
+        qat.quantize_student(detector_from_onnx(tiny_network_path), calibration, cpu_grid=True)
+
+
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt_rtx") is None,
                     reason="tensorrt_rtx not installed (pip install tensorrt-rtx-cu13): no TensorRT builder here")
 def test_qat_export_parses_and_builds_with_tensorrt_rtx(tiny_network_path, calibration, tiny_model_config, tmp_path):
