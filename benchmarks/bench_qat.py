@@ -190,6 +190,11 @@ class Bench:
     work: Path
 
 
+def row_name(key: str) -> str:
+    """The ROWS name of a cached row key (``qat_int8_vgd#2`` -> ``qat_int8_vgd``)."""
+    return key.split(REPEAT_MARK)[0]
+
+
 def run_keys(names: Sequence[str], repeats: int) -> list[str]:
     """The cached row keys of ``names``: each QAT row ``repeats`` times (what it reaches depends on the
     windows it was fine-tuned on), PTQ rows once (deterministic)."""
@@ -201,7 +206,7 @@ def repeat_spread(rows: dict[str, dict], fp32: dict, modes: dict[str, list[str]]
     """Per row run more than once: every run's worst drop per mode, both flavours where scored."""
     runs: dict[str, list[dict]] = {}
     for key, row in rows.items():
-        runs.setdefault(key.split(REPEAT_MARK)[0], []).append(row)
+        runs.setdefault(row_name(key), []).append(row)
     spread = {}
     for name, entries in runs.items():
         if len(entries) < 2:
@@ -224,7 +229,7 @@ def run_seed(cfg: qat.QatConfig, key: str) -> int:
 def run_row(bench: Bench, key: str) -> dict:
     """One ROWS entry (``key``: its name, or a repeat of it): quantize, fine-tune unless PTQ, score (exported
     Q/DQ at 8 bits, else fake quant)."""
-    name = key.split(REPEAT_MARK)[0]
+    name = row_name(key)
     w_bits, a_bits, honour, weights = ROWS[name]
     model, cfg = bench.quant_config.model, bench.cfg
     student = qat.quantize_student(detector_from_onnx(model), bench.calibration, w_bits, a_bits,
@@ -242,19 +247,20 @@ def run_row(bench: Bench, key: str) -> dict:
                      loss_weights=dataclasses.asdict(weights),
                      progressive=row_cfg.progressive,
                      last_loss=history[-1] if history else None, curve=loss_curve(history))
-    if name in CPU_GRID_ROWS:
+    if w_bits == a_bits == 8 and weights is not None:
         inputs = qat.full_inputs(bench.calibration[0].feeds[1], bench.teacher.cfg)
-        cpu = qat.export_cpu_student(student, bench.work / f"{key}_cpu.onnx", inputs, model)
-        entry["metrics"] = entry["cpu_flavour_metrics"] = score(assess.run_model(cpu, bench.held_out), bench.held_out)
-        entry["runs_on"] = "CPU flavour only (uint8 grid trained; not TensorRT-consumable) on ONNX Runtime"
-    elif w_bits == a_bits == 8 and weights is not None:
-        inputs = qat.full_inputs(bench.calibration[0].feeds[1], bench.teacher.cfg)
-        onnx_path = qat.export_qdq(student, bench.work / f"{key}.onnx", inputs, model)
-        entry["metrics"] = score(assess.run_model(onnx_path, bench.held_out), bench.held_out)
-        entry["runs_on"] = "Q/DQ ONNX (TensorRT flavour) on ONNX Runtime; TensorRT"
-        if name in CPU_FLAVOUR_ROWS:
-            cpu = qat.export_cpu_flavour(onnx_path, bench.work / f"{key}_cpu.onnx", bench.teacher.cfg)
-            entry["cpu_flavour_metrics"] = score(assess.run_model(cpu, bench.held_out), bench.held_out)
+        if name in CPU_GRID_ROWS:
+            cpu = qat.export_cpu_student(student, bench.work / f"{key}_cpu.onnx", inputs, model)
+            entry["metrics"] = entry["cpu_flavour_metrics"] = score(assess.run_model(cpu, bench.held_out),
+                                                                    bench.held_out)
+            entry["runs_on"] = "CPU flavour only (uint8 grid trained; not TensorRT-consumable) on ONNX Runtime"
+        else:
+            onnx_path = qat.export_qdq(student, bench.work / f"{key}.onnx", inputs, model)
+            entry["metrics"] = score(assess.run_model(onnx_path, bench.held_out), bench.held_out)
+            entry["runs_on"] = "Q/DQ ONNX (TensorRT flavour) on ONNX Runtime; TensorRT"
+            if name in CPU_FLAVOUR_ROWS:
+                cpu = qat.export_cpu_flavour(onnx_path, bench.work / f"{key}_cpu.onnx", bench.teacher.cfg)
+                entry["cpu_flavour_metrics"] = score(assess.run_model(cpu, bench.held_out), bench.held_out)
     else:
         entry["metrics"] = score(torch_run(student, bench.held_out, model), bench.held_out)
         entry["runs_on"] = ("fake quant only (PyTorch): INT8 export needs 8 bits" if w_bits < 8 or a_bits < 8
@@ -318,7 +324,7 @@ def main() -> int:
         print(f"{name}: NDS all {entry['metrics']['all']['NDS']:.4f}, worst drop (points) "
               f"{worst_drops(fp32, entry['metrics'], mode_groups)} ({entry['seconds']:.0f} s)", flush=True)
 
-    more_runs = [key for key in rows if key.split(REPEAT_MARK)[0] in args.rows and key not in keys]  # cached repeats
+    more_runs = [key for key in rows if row_name(key) in args.rows and key not in keys]  # cached repeats
     shown = {name: rows[name] for name in (*references, *keys, *more_runs) if name in rows}
     models = {"fp32": model, "int8_cpu_shipped": quant_config.cpu_output}
     cpu_rows = [name for name in CPU_FLAVOUR_ROWS if "cpu_flavour_metrics" in shown.get(name, {})]

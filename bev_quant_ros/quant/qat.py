@@ -480,9 +480,7 @@ def export_cpu_student(student: BEVDetector, out_path: str | Path, inputs: dict[
     the signed activation quantizers moved to uint8 at zero point 128 (``unsigned_activations``)."""
     out_path = Path(out_path)
     trained = export_student(student, out_path.with_name(f"{out_path.stem}.trained.onnx"), inputs, config_from)
-    path = unsigned_activations(trained, out_path)
-    check_contract(path, student.cfg)
-    return path
+    return export_cpu_flavour(trained, out_path, student.cfg)
 
 
 def export_student(student: BEVDetector, out_path: str | Path, inputs: dict[str, np.ndarray],
