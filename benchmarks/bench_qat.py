@@ -67,6 +67,9 @@ ROWS = {
     "qat_all_int8_vgd_3x_steps_cosine": (8, 8, False, VGD),  # and the lr decaying to 0 (ROW_LR_SCHEDULE)
     "qat_all_int8_vgd_conv_outputs": (8, 8, False, VGD),  # all-INT8 with a quantizer after every conv
     "qat_all_int8_vgd_conv_outputs_3x_steps": (8, 8, False, VGD),  # the same with 3x the steps
+    "qat_all_int8_vgd_cpu_grid": (8, 8, False, VGD),  # all-INT8 with conv outputs, trained on the CPU grid
+    "qat_all_int8_vgd_head": (8, 8, False, qat.LossWeights(0.0, 1.0, 1.0, head=1.0)),  # + the head's outputs
+    "qat_all_int8_vgd_head_cpu_grid": (8, 8, False, qat.LossWeights(0.0, 1.0, 1.0, head=1.0)),  # on the CPU grid
     "ptq_w6a6": (6, 6, True, None), "qat_vgd_w6a6": (6, 6, True, VGD),
     "ptq_w4a8": (4, 8, True, None), "qat_vgd_w4a8": (4, 8, True, VGD),
     "ptq_w4a6": (4, 6, True, None), "qat_vgd_w4a6": (4, 6, True, VGD),
@@ -77,8 +80,10 @@ ROW_LR_SCHEDULE = {"qat_all_int8_vgd_3x_steps_cosine": "cosine"}  # every other 
 PROGRESSIVE_ROWS = {"qat_int8_vgd_progressive"}  # every other row quantizes all at once
 # qat.conv_output_modules quantized too, so the CPU flavour fuses every int8 conv into QLinearConv
 CONV_OUTPUT_ROWS = {"qat_int8_vgd_conv_outputs", "qat_all_int8_vgd_conv_outputs",
-                    "qat_all_int8_vgd_conv_outputs_3x_steps", "qat_int8_vgd_cpu_grid"}
-CPU_GRID_ROWS = {"qat_int8_vgd_cpu_grid"}  # ReLU-fed quantizers trained unsigned: a CPU-only student
+                    "qat_all_int8_vgd_conv_outputs_3x_steps", "qat_int8_vgd_cpu_grid", "qat_all_int8_vgd_cpu_grid",
+                    "qat_all_int8_vgd_head", "qat_all_int8_vgd_head_cpu_grid"}
+# ReLU-fed quantizers trained unsigned: CPU-only students
+CPU_GRID_ROWS = {"qat_int8_vgd_cpu_grid", "qat_all_int8_vgd_cpu_grid", "qat_all_int8_vgd_head_cpu_grid"}
 CPU_FLAVOUR_ROWS = ("qat_int8_vgd", *sorted(CONV_OUTPUT_ROWS))  # also scored and timed as the CPU flavour
 # "qat_int8_vgd#2": the row's second run (--repeats), from the same calibration, fine-tuned on another stream of
 # training windows (training seed = the config's + 1; run_seed)

@@ -10,6 +10,7 @@ path quantized, against
 
     loss = w_det * detection loss + w_img * image-view feature distillation (camera encoder
            outputs) + w_bev * BEV distillation (the fused BEV entering the head, and the state)
+           + w_head * head output distillation (``head_distance``; off unless set: for an all-INT8 head)
 
 with the FP32 network as teacher; each term switches off with weight 0. ``progressive: true`` quantizes
 stage by stage instead (``PROGRESSIVE_STAGES``: image encoder, then fusion/temporal, then the head, equal
@@ -61,7 +62,7 @@ from bev_quant_ros.engine.contract import CONTRACT_OUTPUTS, STATE_INPUT
 from bev_quant_ros.engine.io_check import consumers, read_onnx
 from bev_quant_ros.errors import ConfigError
 from bev_quant_ros.model.export import check_contract
-from bev_quant_ros.model.network import BEVDetector, ContractWrapper
+from bev_quant_ros.model.network import BEVDetector, ContractWrapper, Logits
 from bev_quant_ros.model.onnx_weights import module_name_of
 from bev_quant_ros.quant.calib_data import PREV_VALID, RecordedSequence
 from bev_quant_ros.quant.plan import PrecisionPlan
@@ -85,6 +86,7 @@ class LossWeights:
     detection: float = 1.0
     img: float = 1.0  # camera encoder outputs (image view)
     bev: float = 1.0  # fused BEV entering the head and the recurrent state (BEV view)
+    head: float = 0.0  # the head's outputs (response distillation): the only term whose gradient reaches the head
 
 
 @dataclass(frozen=True)
@@ -358,6 +360,16 @@ def feature_distance(student: torch.Tensor, teacher: torch.Tensor) -> torch.Tens
     return F.mse_loss(student, teacher) / teacher.pow(2).mean().clamp_min(1e-8)
 
 
+def head_distance(student: Logits, teacher: Logits) -> torch.Tensor:
+    """The head's outputs against the teacher's: the heatmap as probabilities, the box regression weighted by
+    the teacher's peak class probability (where it sees objects; background regression is never decoded). An
+    all-INT8 student quantizes the head, which the feature taps (before the head) give no gradient."""
+    s_heat, t_heat = student.heatmap.sigmoid(), teacher.heatmap.sigmoid()
+    where = t_heat.amax(dim=1, keepdim=True)
+    box = ((student.box_reg - teacher.box_reg).pow(2) * where).sum()
+    return 0.5 * (feature_distance(s_heat, t_heat) + box / (teacher.box_reg.pow(2) * where).sum().clamp_min(1e-8))
+
+
 def vgd_window_loss(student: BEVDetector, teacher: BEVDetector, frames: list[dict[str, torch.Tensor]],
                     weights: LossWeights) -> tuple[torch.Tensor, dict[str, float]]:
     """Loss over one window; both networks feed their own state forward (the student's quantized,
@@ -370,13 +382,14 @@ def vgd_window_loss(student: BEVDetector, teacher: BEVDetector, frames: list[dic
     b = frames[0]["images"].shape[0]
     s_state = t_state = torch.zeros(b, cfg.C, cfg.Ho, cfg.Wo)
     total = torch.zeros(())
-    parts = dict.fromkeys(("det", *DISTILL_TAPS), 0.0)
+    parts = dict.fromkeys(("det", *DISTILL_TAPS, *(("head",) if weights.head > 0 else ())), 0.0)
     try:
         for f in frames:
             out = student.forward_logits(*network_args(student, f, s_state))
             s_state = out.bev_state
             with torch.no_grad():
-                t_state = teacher.forward_logits(*network_args(teacher, f, t_state)).bev_state
+                t_out = teacher.forward_logits(*network_args(teacher, f, t_state))
+                t_state = t_out.bev_state
             frame_loss = torch.zeros(())
             if weights.detection > 0:
                 det, _ = detection_loss(out.heatmap, out.box_reg, f["heatmap"], f["box_reg"], f["reg_mask"])
@@ -388,6 +401,10 @@ def vgd_window_loss(student: BEVDetector, teacher: BEVDetector, frames: list[dic
                     value = 0.5 * (value + feature_distance(s_state, t_state))
                 frame_loss = frame_loss + getattr(weights, term) * value
                 parts[term] += float(value.detach()) / len(frames)
+            if weights.head > 0:
+                value = head_distance(out, t_out)
+                frame_loss = frame_loss + weights.head * value
+                parts["head"] += float(value.detach()) / len(frames)
             total = total + frame_loss / len(frames)
     finally:
         s_taps.close()

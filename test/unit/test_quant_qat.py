@@ -17,7 +17,7 @@ from bev_quant_ros.engine.io_check import check_contract, onnx_specs, read_onnx 
 from bev_quant_ros.errors import ConfigError, PrecisionPlanError  # noqa: E402
 from bev_quant_ros.model.export import check_contract as check_model_contract  # noqa: E402
 from bev_quant_ros.model.export import compare_with_torch, export_onnx  # noqa: E402
-from bev_quant_ros.model.network import BEVDetector, ContractWrapper  # noqa: E402
+from bev_quant_ros.model.network import BEVDetector, ContractWrapper, Logits  # noqa: E402
 from bev_quant_ros.model.onnx_weights import detector_from_onnx, module_name_of  # noqa: E402
 from bev_quant_ros.quant import qat  # noqa: E402
 from bev_quant_ros.quant.calib_data import MODES, SequenceSetSpec, record_set  # noqa: E402
@@ -120,6 +120,23 @@ def test_vgd_terms_switch_off_and_on(tiny_network_path, calibration, sample):
     assert float(total.detach()) == pytest.approx(2.0 * on["img"] + 3.0 * on["bev"], rel=1e-5)
     total.backward()  # the distillation reaches the student's weights through the quantizers
     assert student.camera_bev[0].weight.grad.abs().sum() > 0
+
+
+def test_head_distillation_is_the_only_term_whose_gradient_reaches_the_head(tiny_network_path, calibration, sample):
+    teacher = detector_from_onnx(tiny_network_path)
+    student = student_of(tiny_network_path, calibration)  # all-INT8: the head is quantized too
+    total, parts = qat.vgd_window_loss(student, teacher, sample(), qat.LossWeights(0.0, 1.0, 1.0))
+    total.backward()
+    assert "head" not in parts and student.heatmap_head[1].weight.grad is None  # features end before the head
+    total, parts = qat.vgd_window_loss(student, teacher, sample(), qat.LossWeights(0.0, 0.0, 0.0, head=2.0))
+    assert parts["head"] > 0 and float(total.detach()) == pytest.approx(2.0 * parts["head"], rel=1e-5)
+    total.backward()
+    assert student.heatmap_head[1].weight.grad.abs().sum() > 0 and student.box_head[1].weight.grad.abs().sum() > 0
+    same = Logits(torch.randn(1, 2, 4, 4), torch.randn(1, 3, 4, 4), torch.zeros(1))
+    assert float(qat.head_distance(same, same)) == 0.0
+    off_objects = same._replace(box_reg=same.box_reg + (same.heatmap.sigmoid().amax(1, keepdim=True) < 0.5))
+    moved = same._replace(box_reg=same.box_reg + 1.0)  # every cell, objects included
+    assert 0 < float(qat.head_distance(off_objects, same)) < float(qat.head_distance(moved, same))
 
 
 def test_export_is_tensorrt_qdq_matching_the_fake_quant_model(tiny_network_path, calibration, sample,
