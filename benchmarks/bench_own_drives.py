@@ -7,7 +7,9 @@ them with the model's shipped quantization config (config/quant_<stem>.yaml: met
 op types and float modules; only the drives differ) and its shipped precision plan (`--plan`:
 ranges recalibrated, no plan search; the references are the FP32 model's own detections). The
 resulting INT8 (CPU flavour) is then evaluated against the FP32 model on held-out simulator
-drives (seeds >= 100000) of every condition, fused, next to the shipped INT8. Goal (issue 14):
+drives (seeds >= 100000) of every condition, fused, next to the shipped PTQ INT8 (the same
+method calibrated on simulator drives; where a QAT student is the default, it is not this
+comparison's reference). Goal (issue 14):
 within 0.5 NDS points in every condition.
 
 Run: .venv/bin/python benchmarks/bench_own_drives.py [--model-stem bev_v3] [--out benchmarks/results/own_drives.json]
@@ -29,7 +31,7 @@ from bev_quant_ros.drives.spec import open_drives
 from bev_quant_ros.evaluation.cli import evaluate_drives
 from bev_quant_ros.perception.geometry import load_rig
 from bev_quant_ros.perception.pipeline import BevPipeline
-from bev_quant_ros.resources import DEFAULT_MODEL_STEM, default_model_path
+from bev_quant_ros.resources import DEFAULT_MODEL_STEM, default_model_path, package_file
 from bev_quant_ros.sim import CONDITIONS, generate_frames
 from bev_quant_ros.sim.bag_writer import write_bag
 from bev_quant_ros.sim.ground_truth import GT_TOPIC
@@ -102,7 +104,7 @@ def main() -> None:
     if code:
         raise SystemExit(f"calibrate failed ({code})")
     models = {"fp32": default_model_path("fp32", stem=stem), "own_drives_int8_cpu": work / f"{stem}.int8_cpu.onnx",
-              "shipped_int8_cpu": default_model_path("int8", stem=stem)}
+              "shipped_int8_cpu": package_file("models", f"{stem}.int8_cpu.onnx")}
     nds = {name: held_out_nds(path, args.held_out_frames) for name, path in models.items()}
     change = {name: {c: 100.0 * (nds[name][c] - nds["fp32"][c]) for c in CONDITIONS}
               for name in models if name != "fp32"}

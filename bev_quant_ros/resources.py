@@ -31,16 +31,18 @@ def package_file(subdir: str, name: str) -> Path:
 
 # The INT8 model ships in two Q/DQ flavours of one plan (quant/qdq.py): TensorRT builds the
 # symmetric one; ONNX Runtime on a CPU runs the one with unsigned activations fastest. Where a
-# QAT student ships (<stem>.qat.int8.onnx, v3: it beat the PTQ model's TensorRT flavour on the
-# worst held-out condition, models/bev_v3.md), TensorRT takes it; its CPU flavour did not beat
-# the PTQ one, so ONNX Runtime keeps the PTQ model.
-_INT8_SUFFIXES = {"tensorrt": (".qat.int8.onnx", ".int8.onnx"), "onnxruntime": (".int8_cpu.onnx",)}
+# QAT student ships, each runtime takes it: <stem>.qat.int8.onnx for TensorRT (v3: it beat the
+# PTQ model's TensorRT flavour on the worst held-out condition, models/bev_v3.md) and
+# <stem>.qat.int8_cpu.onnx for ONNX Runtime (v3: the CPU-grid student, trained on the uint8 grid
+# it runs; it beat the PTQ CPU flavour). Otherwise the PTQ model (bev_tiny).
+_INT8_SUFFIXES = {"tensorrt": (".qat.int8.onnx", ".int8.onnx"), "onnxruntime": (".qat.int8_cpu.onnx", ".int8_cpu.onnx")}
 
 
 def default_model_path(precision: str, backend: str = "onnxruntime", stem: str = DEFAULT_MODEL_STEM) -> Path:
     """The shipped model ``stem`` for ``precision`` on a concrete ``backend``: models/<stem>.onnx
     (fp32), <stem>.qat.int8.onnx where it ships else <stem>.int8.onnx (int8, TensorRT), or
-    <stem>.int8_cpu.onnx (int8, ONNX Runtime); ``stem`` bev_tiny for the v2 files."""
+    <stem>.qat.int8_cpu.onnx where it ships else <stem>.int8_cpu.onnx (int8, ONNX Runtime); ``stem``
+    bev_tiny for the v2 files (PTQ only)."""
     if precision == "fp32":
         return package_file("models", stem + ".onnx")
     if precision != "int8" or backend not in _INT8_SUFFIXES:

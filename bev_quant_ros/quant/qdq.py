@@ -217,10 +217,19 @@ def unsigned_activations(model_path: str | Path, out_path: str | Path) -> Path:
                 target.input[2] = quantizer[1]
             else:
                 target.input.append(quantizer[1])
+    drop_unread_constants(graph)
     out_path = Path(out_path)
     onnx.save(model, str(out_path))
     copy_model_config(Path(model_path), out_path)
     return out_path
+
+
+def drop_unread_constants(graph: onnx.GraphProto) -> None:
+    """Remove the Constant nodes no node or graph output reads (the int8 zero points and scales replaced
+    above); ONNX Runtime would warn once per such constant on every load of the model."""
+    read = {name for node in graph.node for name in node.input} | {out.name for out in graph.output}
+    for node in [n for n in graph.node if n.op_type == "Constant" and n.output[0] not in read]:
+        graph.node.remove(node)
 
 
 class SequenceReader(CalibrationDataReader):

@@ -68,8 +68,9 @@ class ParamSpec:
 NODE_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("model_path", "",
               "ONNX model (Q/DQ INT8 or FP32) with its .yaml config next to it; empty = the "
-              f"package's shipped default model (models/{DEFAULT_MODEL_STEM}.int8_cpu.onnx on ONNX Runtime, "
-              f"{DEFAULT_MODEL_STEM}.qat.int8.onnx on TensorRT where it ships, else {DEFAULT_MODEL_STEM}.int8.onnx; "
+              "package's shipped default model, the QAT student where it ships, else PTQ (models/"
+              f"{DEFAULT_MODEL_STEM}.qat.int8_cpu.onnx or {DEFAULT_MODEL_STEM}.int8_cpu.onnx on ONNX Runtime, "
+              f"{DEFAULT_MODEL_STEM}.qat.int8.onnx or {DEFAULT_MODEL_STEM}.int8.onnx on TensorRT; "
               f"{DEFAULT_MODEL_STEM}.onnx for fp32)"),
     ParamSpec("backend", "auto", "inference runtime; auto = TensorRT when a GPU and TensorRT "
               "are present, else ONNX Runtime", choices=("auto", "onnxruntime", "tensorrt")),

@@ -25,7 +25,7 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 
 from bev_quant_ros.cli import SUBCOMMAND_MODULES
-from bev_quant_ros.resources import DEFAULT_MODEL_STEM
+from bev_quant_ros.resources import default_model_path
 from integration.ros_helpers import spin_until, stop_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -167,5 +167,5 @@ def test_node_with_shipped_model_publishes_diagnostics_and_stops_on_sigint(insta
                  f"{publishers}): {err[-2000:]}")
     assert f"{NODE}: pipeline" in received
     # The shipped default model is the prefix's copy, not the checkout's.
-    assert str(installed.prefix / "share" / PACKAGE / "models" / f"{DEFAULT_MODEL_STEM}.int8_cpu.onnx") in out + err
+    assert str(installed.prefix / "share" / PACKAGE / "models" / default_model_path("int8").name) in out + err
     assert code == 0, f"node did not shut down cleanly on SIGINT: {err[-2000:]}"

@@ -118,7 +118,8 @@ def test_missing_file(tmp_path):
 @pytest.mark.parametrize(("name", "precision"), [("bev_tiny.onnx", "fp32"), ("bev_tiny.int8.onnx", "int8"),
                                                  ("bev_tiny.int8_cpu.onnx", "int8"), ("bev_v3.onnx", "fp32"),
                                                  ("bev_v3.int8.onnx", "int8"), ("bev_v3.int8_cpu.onnx", "int8"),
-                                                 ("bev_v3.qat.int8.onnx", "int8")])
+                                                 ("bev_v3.qat.int8.onnx", "int8"),
+                                                 ("bev_v3.qat.int8_cpu.onnx", "int8")])
 def test_shipped_model_matches_its_config(name, precision):
     path = MODELS / name
     cfg = model_config_for_onnx(path)

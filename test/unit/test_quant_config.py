@@ -119,8 +119,9 @@ def test_shipped_model_per_precision_and_backend():
     assert default_model_path("fp32", "tensorrt") == ROOT / f"models/{DEFAULT_MODEL_STEM}.onnx"
     assert default_model_path("int8", "tensorrt", "bev_v3") == ROOT / "models/bev_v3.qat.int8.onnx"  # the QAT student
     assert default_model_path("int8", "tensorrt", "bev_tiny") == ROOT / "models/bev_tiny.int8.onnx"  # no QAT: PTQ
-    assert default_model_path("int8", "onnxruntime") == ROOT / f"models/{DEFAULT_MODEL_STEM}.int8_cpu.onnx"
-    assert default_model_path("int8", "onnxruntime", "bev_v3") == ROOT / "models/bev_v3.int8_cpu.onnx"
+    assert default_model_path("int8", "onnxruntime", "bev_v3") == ROOT / "models/bev_v3.qat.int8_cpu.onnx"  # CPU grid
+    assert default_model_path("int8", "onnxruntime", "bev_tiny") == ROOT / "models/bev_tiny.int8_cpu.onnx"
+    assert default_model_path("int8") == default_model_path("int8", "onnxruntime", DEFAULT_MODEL_STEM)
     with pytest.raises(ConfigError, match="precision 'fp16'"):
         default_model_path("fp16", "onnxruntime")
 

@@ -262,6 +262,9 @@ def test_cpu_grid_student_exports_its_trained_unsigned_grid(tiny_network_path, c
     got = ort.InferenceSession(str(cpu), providers=["CPUExecutionProvider"]).run(None, inputs)
     assert max(float(np.abs(g - e.numpy()).max()) for g, e in zip(got, expected)) < 2e-2  # the grid it trained on
     assert not {"Conv", "FusedConv"} & set(optimized_op_types(cpu, tmp_path))  # every conv int8 (no plan here)
+    graph = read_onnx(cpu).graph
+    read = {name for node in graph.node for name in node.input}
+    assert all(n.output[0] in read for n in graph.node if n.op_type == "Constant")  # no dead int8 zero points left
     with pytest.raises(ConfigError, match="cpu_grid needs"):
         qat.quantize_student(detector_from_onnx(tiny_network_path), calibration, cpu_grid=True)
 
